@@ -1,0 +1,1 @@
+"""Prefect flows and deployments that run transformer_pl.stages."""

@@ -1,0 +1,304 @@
+"""Typed pipeline parameters: `params.yaml` + a named profile overlay, validated at load.
+
+Every tunable lives in one section per stage. A malformed file fails here — before any stage runs —
+with the dotted key and, for choices, the allowed values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+DEFAULT_PROFILE = "default"
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message names every offending key."""
+
+
+class Section(BaseModel):
+    # Unknown keys are typos until proven otherwise: reject them instead of ignoring them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- data -------------------------------------------------------------------------------------
+
+Task = Literal["classify", "lm", "translate"]
+FileFormat = Literal["csv", "tsv", "jsonl", "parquet", "text", "parallel_text"]
+
+
+class DatasetSpec(Section):
+    """Where a dataset comes from and what its columns mean.
+
+    `splits` maps a canonical split (train, val, test, unlabeled) to a file name relative to
+    `path` (local source) or to the Hub split name (hub source). For `parallel_text` the file name
+    holds a `{lang}` placeholder filled with `source_language` and `target_language`.
+    """
+
+    task: Task
+    source: Literal["local", "hub"] = "local"
+    hub_id: str | None = None
+    hub_config: str | None = None
+    path: str | None = None
+    format: FileFormat = "csv"
+    splits: dict[Literal["train", "val", "test", "unlabeled"], str]
+    text_column: str = "text"
+    label_column: str | None = None
+    label_names: list[str] | None = None
+    # Raw label value (as written in the file) -> label name; identity on label_names when unset.
+    label_values: dict[str, str] | None = None
+    source_language: str | None = None
+    target_language: str | None = None
+    quoting: Literal["minimal", "none"] = "minimal"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        if self.source == "hub" and not self.hub_id:
+            raise ValueError("source 'hub' needs hub_id (e.g. 'stanfordnlp/imdb')")
+        if self.source == "local" and not self.path:
+            raise ValueError(
+                "source 'local' needs path (a folder; relative paths are looked up "
+                "under $TPL_DATA_DIR, then the project root)"
+            )
+        if self.task == "classify" and (not self.label_column or not self.label_names):
+            raise ValueError("task 'classify' needs label_column and label_names")
+        if self.task == "translate" and not (self.source_language and self.target_language):
+            raise ValueError("task 'translate' needs source_language and target_language")
+        if "train" not in self.splits:
+            raise ValueError("splits needs a 'train' entry")
+        return self
+
+
+class CleanParams(Section):
+    unicode_form: Literal["NFC", "NFKC", "none"] = "NFKC"
+    strip_html: bool = True
+    lowercase: bool = False
+    min_chars: int = Field(1, ge=0)
+    max_chars: int = Field(100_000, gt=0)
+    deduplicate: bool = True
+    drop_leakage: bool = True  # training rows whose text also appears in val/test
+    max_rows_per_split: int | None = Field(None, gt=0)  # tiny profiles: a seeded sample
+
+
+class ValidateParams(Section):
+    min_rows_per_split: int = Field(1, ge=0)
+    max_quarantine_fraction: float = Field(0.05, ge=0, le=1)
+    min_class_fraction: float = Field(0.1, ge=0, le=1)  # the rarest class's share of a split
+
+
+class SplitParams(Section):
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.1, gt=0, lt=1)  # only where the source has no test split
+    stratify: bool = True
+
+
+class TokenizerParams(Section):
+    kind: Literal["wordpiece", "bpe"] = "wordpiece"
+    vocab_size: int = Field(16_000, ge=100)
+    min_frequency: int = Field(2, ge=1)
+    lowercase: bool = True
+    use_unlabeled: bool = True  # train on unlabeled text too, where the dataset has it
+
+
+class EncodeParams(Section):
+    max_length: int = Field(256, ge=8)  # classification / translation sequence cap
+    block_size: int = Field(128, ge=8)  # packed language-model blocks
+    num_proc: int = Field(1, ge=1)
+
+
+# --- model and training -----------------------------------------------------------------------
+
+
+class ModelParams(Section):
+    d_model: int = Field(256, gt=0)
+    n_heads: int = Field(4, gt=0)
+    n_layers: int = Field(4, gt=0)
+    n_decoder_layers: int | None = Field(None, gt=0)
+    d_ff: int = Field(1024, gt=0)
+    max_len: int = Field(512, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    attention_dropout: float = Field(0.0, ge=0, lt=1)
+    positional: Literal["sinusoidal", "learned", "rope"] = "sinusoidal"
+    norm_first: bool = True
+    activation: Literal["gelu", "relu"] = "gelu"
+    tie_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelParams:
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            )
+        return self
+
+
+class TrainerParams(Section):
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | Literal["auto"] = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    # "auto": bf16-mixed on GPUs that support it, 32-true on CPU.
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "auto"
+    deterministic: bool = False
+    compile: bool = False
+    log_every_n_steps: int = Field(10, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class OptimParams(Section):
+    learning_rate: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_fraction: float = Field(0.06, ge=0, lt=1)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    gradient_clip: float | None = Field(1.0, gt=0)
+    accumulate_grad_batches: int = Field(1, ge=1)
+
+
+class PretrainParams(Section):
+    enabled: bool = True
+    objective: Literal["mlm", "clm"] = "mlm"
+    mask_probability: float = Field(0.15, gt=0, lt=1)
+    batch_size: int = Field(32, ge=1)
+    max_steps: int = Field(1000, ge=1)
+    val_check_interval: int = Field(200, ge=1)
+    limit_val_batches: int = Field(50, ge=1)
+    optim: OptimParams = OptimParams(learning_rate=7e-4)
+
+
+class FinetuneParams(Section):
+    from_pretrained: bool = True
+    pooling: Literal["mean", "cls"] = "mean"
+    classifier_dropout: float = Field(0.1, ge=0, lt=1)
+    freeze_encoder: bool = False
+    layer_lr_decay: float = Field(1.0, gt=0, le=1)
+    batch_size: int = Field(32, ge=1)
+    max_epochs: int = Field(3, ge=1)
+    max_steps: int = -1
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    early_stopping_patience: int = Field(3, ge=1)
+    optim: OptimParams = OptimParams(learning_rate=3e-4)
+
+
+class EvaluateParams(Section):
+    batch_size: int = Field(64, ge=1)
+    calibration_bins: int = Field(15, ge=2)
+    latency_examples: int = Field(64, ge=1)
+    baseline_c_grid: list[float] = [0.25, 1.0, 4.0, 16.0]
+    baseline_max_features: int | None = Field(None, gt=0)
+
+
+class RegisterParams(Section):
+    model_name: str | None = None  # default: transformer-pl-<dataset>
+    metric: str = "test_accuracy"
+    champion_margin: float = Field(0.0, ge=0)
+
+
+class TrackingParams(Section):
+    experiment_name: str = "transformer-pl"
+
+
+class Params(Section):
+    seed: int = 42
+    profile: str = DEFAULT_PROFILE
+    dataset: str = "imdb"
+    datasets: dict[str, DatasetSpec] = {}
+    clean: CleanParams = CleanParams()
+    # `validate` and `register` would shadow pydantic/ABC methods: stored under an alias.
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    split: SplitParams = SplitParams()
+    tokenizer: TokenizerParams = TokenizerParams()
+    encode: EncodeParams = EncodeParams()
+    model: ModelParams = ModelParams()
+    trainer: TrainerParams = TrainerParams()
+    pretrain: PretrainParams = PretrainParams()
+    finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register_: RegisterParams = Field(RegisterParams(), alias="register")
+    tracking: TrackingParams = TrackingParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _dataset_known(self) -> Params:
+        if self.dataset not in self.datasets:
+            allowed = ", ".join(sorted(self.datasets)) or "(none defined)"
+            raise ValueError(
+                f"dataset '{self.dataset}' is not defined under 'datasets'; allowed: {allowed}"
+            )
+        return self
+
+    @property
+    def dataset_spec(self) -> DatasetSpec:
+        return self.datasets[self.dataset]
+
+    @property
+    def model_name(self) -> str:
+        return self.register_.model_name or f"transformer-pl-{self.dataset}"
+
+
+def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Overlay wins; nested mappings merge key by key, anything else is replaced whole."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_raw(raw: Mapping[str, Any], profile: str | None = None) -> dict[str, Any]:
+    """Apply the named profile overlay (from the file's `profiles` section) to the base params."""
+    profiles = raw.get("profiles") or {}
+    base = {key: value for key, value in raw.items() if key != "profiles"}
+    chosen = profile or base.get("profile") or DEFAULT_PROFILE
+    if chosen != DEFAULT_PROFILE and chosen not in profiles:
+        allowed = ", ".join([DEFAULT_PROFILE, *sorted(profiles)])
+        raise ConfigError(f"profile: unknown profile '{chosen}'; allowed: {allowed}")
+    resolved = deep_merge(base, profiles.get(chosen) or {})
+    resolved["profile"] = chosen
+    return resolved
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "literal_error":
+            allowed = item.get("ctx", {}).get("expected", "")
+            message = f"got {item['input']!r}; allowed values: {allowed}"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against params.yaml)"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_params(
+    raw: Mapping[str, Any], profile: str | None = None, source: str = "params"
+) -> Params:
+    try:
+        return Params.model_validate(resolve_raw(raw, profile))
+    except ValidationError as error:
+        raise ConfigError(f"invalid parameters in {source}:\n{_describe(error)}") from None
+
+
+def load_params(path: str | Path | None = None, profile: str | None = None) -> Params:
+    """Load params.yaml (or `path`), overlay `profile` (else $TPL_PROFILE, else the file's own)."""
+    path = Path(path or os.environ.get("TPL_PARAMS") or DEFAULT_PARAMS_FILE)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return parse_params(raw, profile or os.environ.get("TPL_PROFILE"), source=str(path))

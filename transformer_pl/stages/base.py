@@ -1,0 +1,31 @@
+"""The stage contract: one plain function per stage, declared with what it reads and writes.
+
+Both runners use these declarations — DVC through `dvc.yaml` (a test checks the two agree) and
+Prefect through `pipelines/` — so there is one place that says what a stage depends on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from transformer_pl.config import Params
+from transformer_pl.stages.layout import Layout
+
+StageFunction = Callable[[Params, Layout], dict[str, Any]]
+
+
+class StageError(RuntimeError):
+    """A stage refused its input; the message says what is wrong and where."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    run: StageFunction
+    deps: tuple[str, ...]  # files and folders read, relative to the project root (code included)
+    params: tuple[str, ...]  # params.yaml keys read: sections or dotted keys
+    outs: tuple[str, ...]  # files and folders written (DVC-cached)
+    metrics: tuple[str, ...] = ()  # JSON metrics written (not cached, committed to git)
+    plots: tuple[str, ...] = ()  # plot data written

@@ -1,0 +1,30 @@
+"""Where every stage reads and writes, relative to the project root (the DVC workspace).
+
+One place for these paths: the stage declarations, `dvc.yaml` and the tests all use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path = Path(".")
+
+    def __truediv__(self, relative: str) -> Path:
+        return self.root / relative
+
+    # Relative names, as written in dvc.yaml.
+    RAW = "data/raw"
+    CLEAN = "data/interim/clean"
+    QUARANTINE = "data/quarantine"
+    VALIDATION = "data/reports/validation"
+    SPLITS = "data/processed/splits"
+    TOKENIZER = "data/processed/tokenizer.json"
+    ENCODED = "data/processed/encoded"
+    PRETRAINED = "models/pretrain"
+    FINETUNED = "models/finetune"
+    METRICS = "metrics"
+    PLOTS = "plots"
