@@ -44,10 +44,10 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: $(STAMP)  ## MLflow UI on the same store the pipeline writes to
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} --host 127.0.0.1 --port 5000
 
 serve: $(STAMP)  ## serve the champion model over HTTP
-	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} $(BIN)/mlflow models serve -m models:/transformer-pl-$${DATASET:-imdb}@champion --env-manager local --host 127.0.0.1 --port 5001
+	PATH=$(abspath $(BIN)):$$PATH MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} $(BIN)/mlflow models serve -m models:/transformer-pl-$${DATASET:-imdb}@champion --env-manager local --host 127.0.0.1 --port 5001
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements.lock transformers==5.24.0

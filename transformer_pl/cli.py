@@ -66,5 +66,90 @@ def show_params(profile: ProfileOption = None, params_file: ParamsOption = None)
     sys.stdout.write("\n")
 
 
+@app.command("run")
+def run_pipeline(profile: ProfileOption = None, params_file: ParamsOption = None) -> None:
+    """Run the whole pipeline as a Prefect flow (cached stages are skipped), tracked in MLflow."""
+    from pipelines.flows import headline, pipeline_flow
+    from transformer_pl.stages import StageError
+
+    try:
+        result = pipeline_flow(
+            profile=profile, params_file=str(params_file) if params_file else None
+        )
+    except (ConfigError, StageError) as error:
+        typer.echo(f"pipeline failed: {error}", err=True)
+        raise typer.Exit(1) from None
+    for fact, value in headline(result.stages):
+        typer.echo(f"{fact}: {value}")
+    typer.echo(f"MLflow run: {result.mlflow_run_url}")
+    typer.echo("  the local store (no MLFLOW_TRACKING_URI) opens with `make ui`")
+
+
+@app.command()
+def deploy(
+    cron: Annotated[
+        str | None, typer.Option(help="cron schedule (default: params.yaml schedule.cron)")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="run every N seconds instead of on a cron", min=1)
+    ] = None,
+    profile: ProfileOption = None,
+    params_file: ParamsOption = None,
+    name: Annotated[str, typer.Option(help="deployment name")] = "transformer-pl",
+) -> None:
+    """Serve the pipeline as a scheduled Prefect deployment (needs PREFECT_API_URL)."""
+    from pipelines.deployments import serve_pipeline
+
+    try:
+        serve_pipeline(
+            cron=cron,
+            interval=interval,
+            profile=profile,
+            name=name,
+            params_file=str(params_file) if params_file else None,
+        )
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def predict(
+    texts: Annotated[list[str], typer.Argument(help="texts to classify")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="registered model name (default: from params)"),
+    ] = None,
+    alias: Annotated[str, typer.Option(help="registry alias of the version to use")] = "champion",
+    profile: ProfileOption = None,
+    params_file: ParamsOption = None,
+) -> None:
+    """Classify texts with a registered model (`models:/<name>@<alias>`): label + probabilities."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from transformer_pl.registry import PROBABILITY_PREFIX, predict_texts
+    from transformer_pl.tracking import tracking_uri
+
+    try:
+        model_name = model or load_params(params_file, profile).model_name
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        predictions = predict_texts(model_name, texts, alias=alias)
+    except MlflowException as error:
+        typer.echo(f"cannot use models:/{model_name}@{alias}: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    for text, row in zip(texts, predictions.to_dict("records"), strict=True):
+        probabilities = "  ".join(
+            f"{column.removeprefix(PROBABILITY_PREFIX)}={value:.3f}"
+            for column, value in row.items()
+            if column.startswith(PROBABILITY_PREFIX)
+        )
+        typer.echo(f"{row['label']}\t{probabilities}\t{text}")
+
+
 if __name__ == "__main__":
     app()

@@ -38,7 +38,8 @@ class DatasetSpec(Section):
 
     `splits` maps a canonical split (train, val, test, unlabeled) to a file name relative to
     `path` (local source) or to the Hub split name (hub source). For `parallel_text` the file name
-    holds a `{lang}` placeholder filled with `source_language` and `target_language`.
+    holds a `{lang}` placeholder filled with `source_language` and `target_language`. `text`
+    files hold one record per non-blank line (language modelling).
     """
 
     task: Task
@@ -50,12 +51,13 @@ class DatasetSpec(Section):
     splits: dict[Literal["train", "val", "test", "unlabeled"], str]
     text_column: str = "text"
     label_column: str | None = None
+    target_column: str | None = None  # translation from a table: the target-language column
     label_names: list[str] | None = None
     # Raw label value (as written in the file) -> label name; identity on label_names when unset.
     label_values: dict[str, str] | None = None
     source_language: str | None = None
     target_language: str | None = None
-    quoting: Literal["minimal", "none"] = "minimal"
+    quoting: Literal["minimal", "none"] = "minimal"  # csv/tsv: "none" reads quotes as text
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -68,8 +70,19 @@ class DatasetSpec(Section):
             )
         if self.task == "classify" and (not self.label_column or not self.label_names):
             raise ValueError("task 'classify' needs label_column and label_names")
-        if self.task == "translate" and not (self.source_language and self.target_language):
-            raise ValueError("task 'translate' needs source_language and target_language")
+        if self.label_values and self.label_names:
+            unknown = sorted(set(self.label_values.values()) - set(self.label_names))
+            if unknown:
+                raise ValueError(f"label_values maps to names not in label_names: {unknown}")
+        if self.task == "translate":
+            if not (self.source_language and self.target_language):
+                raise ValueError("task 'translate' needs source_language and target_language")
+            if self.format != "parallel_text" and not self.target_column:
+                raise ValueError(f"task 'translate' from {self.format} files needs target_column")
+        if self.format == "parallel_text" and self.task != "translate":
+            raise ValueError("format 'parallel_text' is for task 'translate'")
+        if self.format == "text" and self.task != "lm":
+            raise ValueError("format 'text' (one record per line, no columns) is for task 'lm'")
         if "train" not in self.splits:
             raise ValueError("splits needs a 'train' entry")
         return self
@@ -81,9 +94,16 @@ class CleanParams(Section):
     lowercase: bool = False
     min_chars: int = Field(1, ge=0)
     max_chars: int = Field(100_000, gt=0)
+    # Translation: pairs whose longer side has more than this many times the characters of the
+    # shorter side are misaligned or truncated.
+    max_length_ratio: float = Field(3.0, ge=1)
+    # Examples (classification, translation) only: in a language-model corpus repeated lines
+    # (headings, speaker names) are structure, not duplicates.
     deduplicate: bool = True
     drop_leakage: bool = True  # training rows whose text also appears in val/test
-    max_rows_per_split: int | None = Field(None, gt=0)  # tiny profiles: a seeded sample
+    # A seeded sample per split, drawn before any cleaning decision (stratified by raw label;
+    # a contiguous window for language-model corpora).
+    max_rows_per_split: int | None = Field(None, gt=0)
 
 
 class ValidateParams(Section):
@@ -197,11 +217,16 @@ class EvaluateParams(Section):
 class RegisterParams(Section):
     model_name: str | None = None  # default: transformer-pl-<dataset>
     metric: str = "test_accuracy"
+    greater_is_better: bool = True  # False for losses and perplexities
     champion_margin: float = Field(0.0, ge=0)
 
 
 class TrackingParams(Section):
     experiment_name: str = "transformer-pl"
+
+
+class ScheduleParams(Section):
+    cron: str = "0 3 * * *"  # `tpl deploy`'s default schedule for the whole pipeline
 
 
 class Params(Section):
@@ -222,6 +247,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
     tracking: TrackingParams = TrackingParams()
+    schedule: ScheduleParams = ScheduleParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

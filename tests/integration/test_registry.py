@@ -1,0 +1,339 @@
+"""The MLflow registry round trip on a real (tiny, randomly initialised) classifier: bundle →
+pyfunc model → registered version with tags and aliases → champion/challenger promotion →
+idempotent re-registration → predictions equal to the in-process model's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from typer.testing import CliRunner
+
+from transformer_pl.cli import app
+from transformer_pl.model import SequenceClassifier, TransformerConfig
+from transformer_pl.registry import (
+    CHALLENGER,
+    CHAMPION,
+    FINGERPRINT_TAG,
+    RegistrationDecision,
+    load_champion,
+    load_classifier_bundle,
+    predict_texts,
+    register_model,
+    registration_fingerprint,
+    save_classifier_bundle,
+)
+
+LABEL_NAMES = ["negative", "neutral", "positive"]
+SENTENCES = [
+    "the film was wonderful and the acting superb",
+    "a dull plot with wooden acting",
+    "it was fine, nothing special",
+    "I loved every minute of this movie",
+    "the worst film I have seen this year",
+    "an average story told with some charm",
+]
+PROBABILITY_COLUMNS = [f"probability_{name}" for name in LABEL_NAMES]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A WordPiece tokenizer shaped like the pipeline's: [PAD] = 0, [CLS] … [SEP]."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer.train_from_iterator(
+        SENTENCES, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special_tokens)
+    )
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        special_tokens=[(token, tokenizer.token_to_id(token)) for token in ("[CLS]", "[SEP]")],
+    )
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    tokenizer.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifier(tokenizer_path: Path) -> SequenceClassifier:
+    torch.manual_seed(0)
+    config = TransformerConfig(
+        vocab_size=Tokenizer.from_file(str(tokenizer_path)).get_vocab_size(),
+        d_model=32,
+        n_heads=2,
+        n_layers=2,
+        d_ff=64,
+        max_len=32,
+        dropout=0.0,
+    )
+    model = SequenceClassifier(config, num_labels=len(LABEL_NAMES), pooling="mean")
+    # Logits of order 1 instead of the head's near-zero initialisation: probabilities neither
+    # uniform nor saturated, so comparing them tells models (and padding mistakes) apart.
+    torch.nn.init.normal_(model.head.weight, std=config.d_model**-0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(classifier: SequenceClassifier, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Without a tokenizer, as the finetune stage writes it: registration adds the tokenizer.
+    directory = tmp_path_factory.mktemp("finetune")
+    return save_classifier_bundle(classifier, directory, label_names=LABEL_NAMES, max_length=16)
+
+
+@pytest.fixture(scope="module")
+def experiment_id(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway SQLite tracking store with artifacts under tmp; MLflow's globals restored."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        patch.setenv("DO_NOT_TRACK", "true")
+        patch.chdir(root)  # anything MLflow writes relative to the working directory lands here
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield mlflow.create_experiment("registry", artifact_location=(root / "art").as_uri())
+        finally:
+            mlflow.set_tracking_uri(None)
+
+
+def register(
+    bundle_dir: Path,
+    tokenizer_path: Path,
+    experiment_id: str,
+    *,
+    model_name: str,
+    accuracy: float,
+    data_hash: str,
+    margin: float = 0.0,
+    metric_key: str = "test_accuracy",
+    greater_is_better: bool = True,
+) -> tuple[RegistrationDecision, str]:
+    fingerprint = registration_fingerprint("abc123", {"data/processed": data_hash}, {"seed": 42})
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        decision = register_model(
+            bundle_dir,
+            tokenizer_path,
+            model_name=model_name,
+            metrics={"test_accuracy": accuracy, "test_loss": 1.0 - accuracy},
+            tags={
+                "git.commit": "abc123",
+                "dvc.data/processed": data_hash,
+                "prefect.flow_run_id": "r1",
+            },
+            metric_key=metric_key,
+            greater_is_better=greater_is_better,
+            champion_margin=margin,
+            fingerprint=fingerprint,
+        )
+    return decision, run.info.run_id
+
+
+def aliases(model_name: str) -> dict[str, str]:
+    return {
+        alias: str(version)
+        for alias, version in MlflowClient().get_registered_model(model_name).aliases.items()
+    }
+
+
+def test_first_version_is_champion_with_lineage_tags_and_logged_decision(
+    bundle_dir: Path, tokenizer_path: Path, experiment_id: str
+) -> None:
+    decision, run_id = register(
+        bundle_dir, tokenizer_path, experiment_id, model_name="first", accuracy=0.8, data_hash="d1"
+    )
+
+    assert decision.registered and decision.promoted
+    assert decision.version == "1" and decision.champion_version == "1"
+    assert decision.challenger_metric == 0.8 and decision.champion_metric is None
+    assert aliases("first") == {CHAMPION: "1", CHALLENGER: "1"}
+    tags = MlflowClient().get_model_version("first", "1").tags
+    assert tags["git.commit"] == "abc123"
+    assert tags["dvc.data/processed"] == "d1"
+    assert tags["prefect.flow_run_id"] == "r1"
+    assert float(tags["metric.test_accuracy"]) == 0.8
+    assert len(tags[FINGERPRINT_TAG]) == 64
+    run = MlflowClient().get_run(run_id)
+    assert run.data.metrics["challenger_test_accuracy"] == 0.8
+    assert run.data.tags["registry.promoted"] == "true"
+    assert run.data.tags["registry.version"] == "1"
+
+
+def test_champion_moves_only_for_an_improvement_beyond_the_margin(
+    bundle_dir: Path, tokenizer_path: Path, experiment_id: str
+) -> None:
+    def register_with(accuracy: float, data_hash: str) -> RegistrationDecision:
+        decision, _ = register(
+            bundle_dir,
+            tokenizer_path,
+            experiment_id,
+            model_name="promotion",
+            accuracy=accuracy,
+            data_hash=data_hash,
+            margin=0.02,
+        )
+        return decision
+
+    register_with(0.80, "d1")
+
+    worse = register_with(0.70, "d2")
+    assert worse.registered and not worse.promoted
+    assert (worse.challenger_metric, worse.champion_metric) == (0.70, 0.80)
+    assert aliases("promotion") == {CHAMPION: "1", CHALLENGER: "2"}
+
+    within_margin = register_with(0.81, "d3")
+    assert not within_margin.promoted
+    assert aliases("promotion") == {CHAMPION: "1", CHALLENGER: "3"}
+
+    better = register_with(0.85, "d4")
+    assert better.promoted and better.champion_version == "4"
+    assert better.champion_metric == 0.80
+    assert aliases("promotion") == {CHAMPION: "4", CHALLENGER: "4"}
+
+
+def test_a_lower_loss_takes_champion_when_lower_is_better(
+    bundle_dir: Path, tokenizer_path: Path, experiment_id: str
+) -> None:
+    def register_with(accuracy: float, data_hash: str) -> RegistrationDecision:
+        decision, _ = register(
+            bundle_dir,
+            tokenizer_path,
+            experiment_id,
+            model_name="by-loss",
+            accuracy=accuracy,
+            data_hash=data_hash,
+            metric_key="test_loss",
+            greater_is_better=False,
+        )
+        return decision
+
+    register_with(0.5, "d1")
+    lower_loss = register_with(0.6, "d2")
+
+    assert lower_loss.promoted
+    assert lower_loss.challenger_metric == pytest.approx(0.4)
+    assert lower_loss.champion_metric == pytest.approx(0.5)
+    assert aliases("by-loss") == {CHAMPION: "2", CHALLENGER: "2"}
+
+
+def test_same_fingerprint_registers_nothing_new(
+    bundle_dir: Path, tokenizer_path: Path, experiment_id: str
+) -> None:
+    first, _ = register(
+        bundle_dir, tokenizer_path, experiment_id, model_name="idem", accuracy=0.8, data_hash="d1"
+    )
+    again, run_id = register(
+        bundle_dir, tokenizer_path, experiment_id, model_name="idem", accuracy=0.9, data_hash="d1"
+    )
+
+    assert not again.registered and not again.promoted
+    assert again.version == first.version == "1"
+    assert "unchanged" in again.reason
+    assert len(MlflowClient().search_model_versions("name = 'idem'")) == 1
+    assert MlflowClient().get_run(run_id).data.tags["registry.registered"] == "false"
+
+
+def test_registration_fingerprint_covers_commit_data_and_params() -> None:
+    base = registration_fingerprint("c1", {"a": "h1", "b": "h2"}, {"lr": 0.1, "seed": 1})
+
+    assert base == registration_fingerprint("c1", {"b": "h2", "a": "h1"}, {"seed": 1, "lr": 0.1})
+    assert base != registration_fingerprint("c2", {"a": "h1", "b": "h2"}, {"lr": 0.1, "seed": 1})
+    assert base != registration_fingerprint("c1", {"a": "h1", "b": "h3"}, {"lr": 0.1, "seed": 1})
+    assert base != registration_fingerprint("c1", {"a": "h1", "b": "h2"}, {"lr": 0.2, "seed": 1})
+
+
+@pytest.fixture(scope="module")
+def champion_name(bundle_dir: Path, tokenizer_path: Path, experiment_id: str) -> str:
+    register(
+        bundle_dir, tokenizer_path, experiment_id, model_name="serve", accuracy=0.8, data_hash="d1"
+    )
+    return "serve"
+
+
+def test_champion_pyfunc_predicts_the_in_process_models_softmax(
+    champion_name: str, tokenizer_path: Path, classifier: SequenceClassifier
+) -> None:
+    # Different lengths (padding in a batch) and one text far beyond max_length (truncation).
+    texts = [*SENTENCES, "wonderful " * 100]
+
+    predictions = load_champion(champion_name).predict(pd.DataFrame({"text": texts}))
+
+    assert list(predictions.columns) == ["label", "label_id", *PROBABILITY_COLUMNS]
+    assert len(predictions) == len(texts)
+    probabilities = torch.tensor(predictions[PROBABILITY_COLUMNS].to_numpy())
+    torch.testing.assert_close(
+        probabilities.sum(dim=1), torch.ones(len(texts), dtype=torch.float64)
+    )
+    # Reference: the in-process model, one unpadded text at a time.
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.enable_truncation(max_length=16)
+    with torch.no_grad():
+        expected = torch.cat(
+            [
+                classifier(torch.tensor([tokenizer.encode(text).ids])).logits.softmax(dim=-1)
+                for text in texts
+            ]
+        ).double()
+    torch.testing.assert_close(probabilities, expected, rtol=1e-4, atol=1e-5)
+    assert predictions["label_id"].tolist() == expected.argmax(dim=1).tolist()
+    assert predictions["label"].tolist() == [LABEL_NAMES[i] for i in expected.argmax(dim=1)]
+    # Another batch, other padding: equal up to float rounding.
+    pd.testing.assert_frame_equal(
+        predict_texts(champion_name, texts[:2]), predictions.iloc[:2], rtol=1e-4, atol=1e-6
+    )
+
+
+def test_cli_predict_prints_label_and_probabilities(champion_name: str) -> None:
+    result = CliRunner().invoke(
+        app, ["predict", SENTENCES[0], SENTENCES[1], "--model", champion_name]
+    )
+
+    assert result.exit_code == 0, result.output
+    expected = predict_texts(champion_name, SENTENCES[:2])
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for line, text, (_, row) in zip(lines, SENTENCES, expected.iterrows(), strict=False):
+        label, probabilities, printed_text = line.split("\t")
+        assert (label, printed_text) == (row["label"], text)
+        assert probabilities.split() == [
+            f"{name}={row[f'probability_{name}']:.3f}" for name in LABEL_NAMES
+        ]
+
+
+def test_cli_predict_reports_a_missing_alias(champion_name: str) -> None:
+    result = CliRunner().invoke(
+        app, ["predict", "text", "--model", champion_name, "--alias", "nope"]
+    )
+
+    assert result.exit_code == 1
+    assert f"models:/{champion_name}@nope" in result.stderr
+
+
+def test_bundle_round_trip_restores_the_model(
+    bundle_dir: Path, tokenizer_path: Path, classifier: SequenceClassifier
+) -> None:
+    model, tokenizer, config = load_classifier_bundle(bundle_dir, tokenizer_path)
+
+    assert config.label_names == tuple(LABEL_NAMES) and config.max_length == 16
+    assert config.model == classifier.config and config.pooling == "mean"
+    input_ids = torch.tensor([tokenizer.encode(SENTENCES[0]).ids])
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids).logits, classifier(input_ids).logits)
+
+
+def test_bundle_of_another_task_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "bundle"
+    other.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        (other / name).write_bytes((bundle_dir / name).read_bytes())
+    config = (other / "config.json").read_text().replace('"classify"', '"translate"')
+    (other / "config.json").write_text(config)
+
+    with pytest.raises(ValueError, match="not a classification bundle"):
+        load_classifier_bundle(other)

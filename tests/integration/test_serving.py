@@ -1,0 +1,188 @@
+"""`mlflow models serve` on the registered champion, in this environment (`--env-manager local`):
+the server starts from the registry alone, imports the logged code and answers /invocations with
+the same predictions as the model loaded in process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+from transformer_pl.model import SequenceClassifier, TransformerConfig
+from transformer_pl.registry import (
+    load_champion,
+    register_model,
+    registration_fingerprint,
+    save_classifier_bundle,
+)
+
+MODEL_NAME = "served-classifier"
+LABEL_NAMES = ["negative", "positive"]
+SENTENCES = ["a wonderful, moving film", "a dull and lifeless plot", "fine, nothing special"]
+STARTUP_TIMEOUT_S = 120
+OFFLINE_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+def write_tokenizer(path: Path) -> Path:
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(
+        SENTENCES,
+        trainers.WordPieceTrainer(
+            vocab_size=100, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+        ),
+    )
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        special_tokens=[(token, tokenizer.token_to_id(token)) for token in ("[CLS]", "[SEP]")],
+    )
+    tokenizer.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A SQLite store holding one registered champion; MLflow's globals restored afterwards."""
+    root = tmp_path_factory.mktemp("serving")
+    uri = f"sqlite:///{root}/mlflow.db"
+    tokenizer_path = write_tokenizer(root / "tokenizer.json")
+    torch.manual_seed(0)
+    config = TransformerConfig(
+        vocab_size=Tokenizer.from_file(str(tokenizer_path)).get_vocab_size(),
+        d_model=32,
+        n_heads=2,
+        n_layers=1,
+        d_ff=64,
+        max_len=32,
+    )
+    classifier = SequenceClassifier(config, num_labels=len(LABEL_NAMES))
+    bundle = save_classifier_bundle(
+        classifier, root / "bundle", label_names=LABEL_NAMES, max_length=16
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in OFFLINE_ENV.items():
+            patch.setenv(key, value)
+        patch.chdir(root)
+        mlflow.set_tracking_uri(uri)
+        try:
+            experiment_id = mlflow.create_experiment(
+                "serving", artifact_location=(root / "art").as_uri()
+            )
+            with mlflow.start_run(experiment_id=experiment_id):
+                register_model(
+                    bundle,
+                    tokenizer_path,
+                    model_name=MODEL_NAME,
+                    metrics={"test_accuracy": 0.5},
+                    tags={"git_commit": "abc123"},
+                    metric_key="test_accuracy",
+                    champion_margin=0.0,
+                    fingerprint=registration_fingerprint("abc123", {}, {}),
+                )
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "serve.log"
+    command = [
+        *(sys.executable, "-m", "mlflow", "models", "serve"),
+        *("-m", f"models:/{MODEL_NAME}@champion", "--env-manager", "local"),
+        *("--host", "127.0.0.1", "--port", str(port)),
+    ]
+    # The server execs `uvicorn` by name: this interpreter's bin folder must come first on PATH,
+    # as in an activated virtual environment.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, **OFFLINE_ENV, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
+    with log_path.open("wb") as log:
+        # A session of its own: the server's worker processes die with it in teardown.
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _is_up(f"{url}/ping"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"model server did not come up:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        _stop_process_group(process)
+
+
+def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except ProcessLookupError:  # the whole group has already exited
+        process.wait()
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _is_up(ping_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(ping_url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def test_served_champion_answers_invocations_like_the_loaded_model(server_url: str) -> None:
+    payload = {"dataframe_records": [{"text": text} for text in SENTENCES]}
+    request = urllib.request.Request(
+        f"{server_url}/invocations",
+        data=json.dumps(payload).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        served = pd.DataFrame(json.load(response)["predictions"])
+
+    expected = load_champion(MODEL_NAME).predict(pd.DataFrame({"text": SENTENCES}))
+    assert list(served.columns) == list(expected.columns)
+    assert served["label"].tolist() == expected["label"].tolist()
+    assert set(served["label"]) <= set(LABEL_NAMES)
+    torch.testing.assert_close(
+        torch.tensor(served.filter(like="probability_").to_numpy()),
+        torch.tensor(expected.filter(like="probability_").to_numpy()),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_served_champion_rejects_input_without_a_text_column(server_url: str) -> None:
+    request = urllib.request.Request(
+        f"{server_url}/invocations",
+        data=json.dumps({"dataframe_records": [{"sentence": "no text column"}]}).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=60)
+    assert error.value.code == 400
+    assert "text" in error.value.read().decode("utf-8")

@@ -1,0 +1,73 @@
+"""The TF-IDF baseline learns a separable synthetic task and picks C by validation accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transformer_pl.baseline import fit_tfidf_baseline
+
+POSITIVE = ["great", "superb", "moving", "brilliant", "delightful", "wonderful"]
+NEGATIVE = ["awful", "boring", "dreadful", "clumsy", "tedious", "terrible"]
+NEUTRAL = [f"word{i}" for i in range(40)]
+C_GRID = [1e-4, 1e-2, 10.0]
+
+
+def synthetic_reviews(
+    n: int, positive_fraction: float, seed: int, misleading: float = 0.2
+) -> tuple[list[str], list[int]]:
+    """Reviews of neutral filler plus two sentiment words, the second misleading at that rate."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < positive_fraction).astype(int).tolist()
+    texts = []
+    for label in labels:
+        cues = [POSITIVE, NEGATIVE] if label else [NEGATIVE, POSITIVE]
+        words = list(rng.choice(NEUTRAL, size=8))
+        words += [
+            rng.choice(cues[0]),
+            rng.choice(cues[1] if rng.random() < misleading else cues[0]),
+        ]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return texts, labels
+
+
+# Imbalanced (30% positive), so an over-regularised model predicts "negative" for everything.
+TRAIN = synthetic_reviews(400, positive_fraction=0.3, seed=0)
+VAL = synthetic_reviews(150, positive_fraction=0.3, seed=1)
+TEST = synthetic_reviews(300, positive_fraction=0.3, seed=2)
+
+
+def test_baseline_learns_the_task():
+    model = fit_tfidf_baseline(*TRAIN, *VAL, c_grid=C_GRID, seed=0)
+    probabilities = model.predict_proba(TEST[0])
+
+    assert probabilities.shape == (len(TEST[0]), 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    accuracy = (probabilities.argmax(axis=1) == np.array(TEST[1])).mean()
+    assert accuracy > 0.9  # majority class: 0.7
+    assert model.fit_seconds > 0
+
+
+def test_c_is_chosen_by_validation_accuracy():
+    honest = fit_tfidf_baseline(*TRAIN, *VAL, c_grid=C_GRID, seed=0)
+    assert honest.val_accuracy_by_c[1e-4] < honest.val_accuracy_by_c[10.0]
+    assert honest.chosen_c == 10.0
+    assert honest.val_accuracy == honest.val_accuracy_by_c[10.0]
+
+    # With inverted validation labels the model that ignores the text scores best there.
+    inverted = [1 - label for label in VAL[1]]
+    contrarian = fit_tfidf_baseline(*TRAIN, VAL[0], inverted, c_grid=C_GRID, seed=0)
+    assert contrarian.chosen_c == 1e-4
+    assert contrarian.val_accuracy == max(contrarian.val_accuracy_by_c.values())
+
+
+def test_ties_go_to_the_smallest_c_and_an_empty_grid_is_refused():
+    clean_train = synthetic_reviews(200, positive_fraction=0.5, seed=3, misleading=0.0)
+    clean_val = synthetic_reviews(100, positive_fraction=0.5, seed=4, misleading=0.0)
+    model = fit_tfidf_baseline(*clean_train, *clean_val, c_grid=[1000.0, 100.0], seed=0)
+
+    assert model.val_accuracy_by_c == {100.0: 1.0, 1000.0: 1.0}
+    assert model.chosen_c == 100.0
+    with pytest.raises(ValueError, match="c_grid"):
+        fit_tfidf_baseline(*TRAIN, *VAL, c_grid=[], seed=0)

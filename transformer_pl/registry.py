@@ -1,0 +1,519 @@
+"""MLflow Model Registry: the portable pyfunc model, registration, champion/challenger promotion.
+
+A *bundle* is what training hands to the registry, a directory holding
+
+    model.safetensors   the task model's state dict (safetensors: tensors only, no pickles)
+    config.json         {"task": ..., "model": TransformerConfig.to_dict(), ...the task's fields}
+    tokenizer.json      a Hugging Face `tokenizers` file (optional in a training bundle, which
+                        may name its tokenizer separately; the registered copy always has one)
+
+For task "classify" the task's fields are `num_labels`, `label_names` (index = class id),
+`pooling` ("mean" or "cls") and `max_length` (inputs are truncated to it, special tokens
+included). `save_classifier_bundle` writes this format and `load_classifier_bundle` reads it.
+
+The registered model is a pyfunc logged as code (MLflow 3 refuses to unpickle models by
+default): MLflow runs a three-line entry file that instantiates a class from this module, and
+the `transformer_pl` package travels with the model as `code_paths`, so a served model imports
+the code it was registered with.
+
+Aliases replace stages: `challenger` is the latest registered version, `champion` the one that
+serves. A new version takes `champion` only when it beats the current champion by more than a
+margin on the chosen metric; the first version is champion at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version as installed_version
+from pathlib import Path
+from typing import Any, Literal
+
+import mlflow
+import pandas as pd
+import torch
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.types import ColSpec, Schema
+from safetensors.torch import load_model, save_model
+from tokenizers import Tokenizer
+
+from transformer_pl.model import SequenceClassifier, TransformerConfig
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+FINGERPRINT_TAG = "fingerprint"
+METRIC_TAG_PREFIX = "metric."
+TEXT_COLUMN = "text"
+PROBABILITY_PREFIX = "probability_"
+
+# Names inside the logged model: its artifact folder in the run and its bundle artifact.
+MODEL_ARTIFACT_NAME = "model"
+BUNDLE_ARTIFACT = "bundle"
+PREDICT_BATCH_SIZE = 32
+
+# The models-from-code entry file MLflow executes to build the model: no pickled objects.
+_MODEL_CODE = '''\
+"""MLflow entry point written by transformer_pl.registry: builds the pyfunc model."""
+
+import mlflow
+
+from transformer_pl.registry import {class_name}
+
+mlflow.models.set_model({class_name}())
+'''
+
+
+# --- the bundle -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassifierBundleConfig:
+    """config.json of a classification bundle."""
+
+    model: TransformerConfig
+    num_labels: int
+    label_names: tuple[str, ...]
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = 256
+    task: Literal["classify"] = "classify"
+
+    def __post_init__(self) -> None:
+        if len(self.label_names) != self.num_labels:
+            raise ValueError(
+                f"num_labels is {self.num_labels} but label_names has {len(self.label_names)} "
+                f"entries: {list(self.label_names)}"
+            )
+        if len(set(self.label_names)) != self.num_labels:
+            raise ValueError(f"label_names must be distinct, got {list(self.label_names)}")
+        if not 2 < self.max_length <= self.model.max_len:
+            raise ValueError(
+                f"max_length must be in (2, model.max_len={self.model.max_len}], "
+                f"got {self.max_length}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "model": self.model.to_dict(),
+            "num_labels": self.num_labels,
+            "label_names": list(self.label_names),
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClassifierBundleConfig:
+        if data.get("task") != "classify":
+            raise ValueError(f"not a classification bundle: task is {data.get('task')!r}")
+        expected = {"task", "model", "num_labels", "label_names", "pooling", "max_length"}
+        if unknown := set(data) - expected:
+            raise ValueError(f"unknown bundle config key(s): {sorted(unknown)}")
+        return cls(
+            model=TransformerConfig.from_dict(data["model"]),
+            num_labels=int(data["num_labels"]),
+            label_names=tuple(data["label_names"]),
+            pooling=data.get("pooling", "mean"),
+            max_length=int(data.get("max_length", 256)),
+        )
+
+
+def _read_bundle_config(directory: str | Path) -> dict[str, Any]:
+    return json.loads(_bundle_file(directory, CONFIG_FILE).read_text(encoding="utf-8"))
+
+
+def bundle_task(directory: str | Path) -> str:
+    """The `task` a bundle's config.json declares (which decides how it is loaded and served)."""
+    return _read_bundle_config(directory)["task"]
+
+
+def read_classifier_config(directory: str | Path) -> ClassifierBundleConfig:
+    return ClassifierBundleConfig.from_dict(_read_bundle_config(directory))
+
+
+def save_classifier_bundle(
+    model: SequenceClassifier,
+    directory: str | Path,
+    *,
+    label_names: Sequence[str],
+    max_length: int,
+    tokenizer_path: str | Path | None = None,
+) -> Path:
+    """Write `model` as a classification bundle (plus a copy of the tokenizer, when given)."""
+    directory = Path(directory)
+    config = ClassifierBundleConfig(
+        model=model.config,
+        num_labels=model.head.out_features,
+        label_names=tuple(label_names),
+        pooling=model.pooling,
+        max_length=max_length,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(directory / WEIGHTS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if tokenizer_path is not None:
+        shutil.copyfile(tokenizer_path, directory / TOKENIZER_FILE)
+    return directory
+
+
+def load_classifier_bundle(
+    directory: str | Path, tokenizer_path: str | Path | None = None
+) -> tuple[SequenceClassifier, Tokenizer, ClassifierBundleConfig]:
+    """Load a classification bundle for inference: the model in eval mode, and its tokenizer
+    (the bundle's own unless `tokenizer_path` is given) set to truncate to `max_length` and to
+    pad with the model's pad id."""
+    config = read_classifier_config(directory)
+    model = SequenceClassifier(config.model, config.num_labels, pooling=config.pooling)
+    load_model(model, str(_bundle_file(directory, WEIGHTS_FILE)))
+    model.eval()
+
+    tokenizer_file = Path(tokenizer_path) if tokenizer_path else Path(directory) / TOKENIZER_FILE
+    if not tokenizer_file.is_file():
+        raise FileNotFoundError(f"tokenizer not found: {tokenizer_file}")
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    pad_id = config.model.pad_token_id
+    tokenizer.enable_truncation(max_length=config.max_length)
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=tokenizer.id_to_token(pad_id) or "[PAD]")
+    return model, tokenizer, config
+
+
+def _bundle_file(directory: str | Path, name: str) -> Path:
+    path = Path(directory) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"bundle file missing: {path}")
+    return path
+
+
+# --- inference --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def classify_texts(
+    model: SequenceClassifier,
+    tokenizer: Tokenizer,
+    config: ClassifierBundleConfig,
+    texts: Sequence[str],
+    batch_size: int = PREDICT_BATCH_SIZE,
+) -> pd.DataFrame:
+    """One row per text: `label` (name), `label_id` and `probability_<label>` for every class.
+
+    `model` and `tokenizer` as `load_classifier_bundle` returns them (eval mode, padding on).
+    """
+    batches = []
+    for start in range(0, len(texts), batch_size):
+        encodings = tokenizer.encode_batch(list(texts[start : start + batch_size]))
+        input_ids = torch.tensor([encoding.ids for encoding in encodings])
+        attention_mask = torch.tensor([encoding.attention_mask for encoding in encodings])
+        logits = model(input_ids, attention_mask).logits
+        batches.append(logits.float().softmax(dim=-1))
+    probabilities = torch.cat(batches) if batches else torch.empty(0, config.num_labels)
+    label_ids = probabilities.argmax(dim=-1)
+    return pd.DataFrame(
+        {
+            "label": [config.label_names[i] for i in label_ids.tolist()],
+            "label_id": label_ids.numpy().astype("int64"),
+            **{
+                f"{PROBABILITY_PREFIX}{name}": probabilities[:, i].numpy().astype("float64")
+                for i, name in enumerate(config.label_names)
+            },
+        }
+    )
+
+
+class TransformerClassifierModel(mlflow.pyfunc.PythonModel):
+    """Text classification pyfunc: a DataFrame with a `text` column in, one row of label and
+    class probabilities per text out (see `classify_texts`)."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.model, self.tokenizer, self.config = load_classifier_bundle(
+            context.artifacts[BUNDLE_ARTIFACT]
+        )
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        texts = model_input[TEXT_COLUMN].astype(str).tolist()
+        return classify_texts(self.model, self.tokenizer, self.config, texts)
+
+    @staticmethod
+    def signature(bundle_directory: Path) -> ModelSignature:
+        config = read_classifier_config(bundle_directory)
+        probabilities = [
+            ColSpec("double", f"{PROBABILITY_PREFIX}{name}") for name in config.label_names
+        ]
+        return ModelSignature(
+            inputs=Schema([ColSpec("string", TEXT_COLUMN)]),
+            outputs=Schema(
+                [ColSpec("string", "label"), ColSpec("long", "label_id"), *probabilities]
+            ),
+        )
+
+    @staticmethod
+    def input_example() -> pd.DataFrame:
+        return pd.DataFrame({TEXT_COLUMN: ["An example sentence to classify."]})
+
+
+# The pyfunc class that serves each bundle task; another task adds its class here.
+PYFUNC_MODELS: dict[str, type[TransformerClassifierModel]] = {
+    "classify": TransformerClassifierModel,
+}
+
+
+# --- registration -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistrationDecision:
+    """What `register_model` did. `version` is the new version, or (when `registered` is False)
+    the existing version with the same fingerprint. `champion_metric` is the metric of the
+    champion the challenger was compared with (None when there was none)."""
+
+    model_name: str
+    version: str
+    registered: bool
+    promoted: bool
+    champion_version: str | None
+    metric_key: str
+    challenger_metric: float | None
+    champion_metric: float | None
+    reason: str
+
+
+def registration_fingerprint(
+    git_commit: str, data_hashes: Mapping[str, str], params: Mapping[str, Any]
+) -> str:
+    """A hash of everything a model version is made from: equal inputs, equal fingerprint
+    (independent of key order)."""
+    payload = {"git_commit": git_commit, "data": dict(data_hashes), "params": dict(params)}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def register_model(
+    bundle_dir: str | Path,
+    tokenizer_path: str | Path,
+    *,
+    model_name: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, Any],
+    metric_key: str,
+    champion_margin: float,
+    fingerprint: str,
+    greater_is_better: bool = True,
+    run_id: str | None = None,
+) -> RegistrationDecision:
+    """Log the bundle as a pyfunc model, register it as a new version of `model_name` and move
+    the aliases: `challenger` always, `champion` when the new version beats the champion's
+    `metric_key` by more than `champion_margin` (or there is no champion yet).
+
+    Idempotent: when a version with the same `fingerprint` exists (see
+    `registration_fingerprint`), nothing is logged or registered and the decision says so.
+    The decision is logged to run `run_id`, else the active run, else a new run.
+    """
+    if metric_key not in metrics:
+        raise ValueError(f"metric '{metric_key}' is not among the metrics: {sorted(metrics)}")
+    client = MlflowClient()
+    champion = _version_by_alias(client, model_name, CHAMPION)
+    champion_metric = _metric_of(champion, metric_key)
+
+    with _registration_run(run_id):
+        existing = _version_by_fingerprint(client, model_name, fingerprint)
+        if existing is not None:
+            decision = RegistrationDecision(
+                model_name=model_name,
+                version=str(existing.version),
+                registered=False,
+                promoted=False,
+                champion_version=str(champion.version) if champion else None,
+                metric_key=metric_key,
+                challenger_metric=_metric_of(existing, metric_key),
+                champion_metric=champion_metric,
+                reason=f"unchanged: version {existing.version} has the same fingerprint",
+            )
+        else:
+            challenger_metric = float(metrics[metric_key])
+            promoted, reason = _should_promote(
+                challenger_metric, champion, champion_metric, champion_margin, greater_is_better
+            )
+            version = _log_and_register(
+                bundle_dir,
+                tokenizer_path,
+                model_name=model_name,
+                metrics=metrics,
+                version_tags={
+                    **{key: str(value) for key, value in tags.items()},
+                    **{f"{METRIC_TAG_PREFIX}{key}": str(value) for key, value in metrics.items()},
+                    FINGERPRINT_TAG: fingerprint,
+                },
+            )
+            client.set_registered_model_alias(model_name, CHALLENGER, version)
+            if promoted:
+                client.set_registered_model_alias(model_name, CHAMPION, version)
+            decision = RegistrationDecision(
+                model_name=model_name,
+                version=version,
+                registered=True,
+                promoted=promoted,
+                champion_version=version if promoted else str(champion.version),
+                metric_key=metric_key,
+                challenger_metric=challenger_metric,
+                champion_metric=champion_metric,
+                reason=reason,
+            )
+        _log_decision(decision)
+    return decision
+
+
+def _should_promote(
+    challenger_metric: float,
+    champion: ModelVersion | None,
+    champion_metric: float | None,
+    margin: float,
+    greater_is_better: bool,
+) -> tuple[bool, str]:
+    if champion is None:
+        return True, "first version: no champion yet"
+    if champion_metric is None:
+        # The metric changed since the champion was registered: the two cannot be compared, and
+        # keeping a champion no version can ever beat would freeze the registry.
+        return True, f"champion version {champion.version} has no recorded metric to compare"
+    improvement = challenger_metric - champion_metric
+    if not greater_is_better:
+        improvement = -improvement
+    comparison = f"{challenger_metric:.6g} vs champion v{champion.version} {champion_metric:.6g}"
+    if improvement > margin:
+        return True, f"beats the champion by more than {margin:g}: {comparison}"
+    return False, f"does not beat the champion by more than {margin:g}: {comparison}"
+
+
+def _log_and_register(
+    bundle_dir: str | Path,
+    tokenizer_path: str | Path,
+    *,
+    model_name: str,
+    metrics: Mapping[str, float],
+    version_tags: dict[str, str],
+) -> str:
+    """Log the pyfunc model to the active run and register it; returns the new version."""
+    task = bundle_task(bundle_dir)
+    pyfunc_class = PYFUNC_MODELS.get(task)
+    if pyfunc_class is None:
+        raise ValueError(
+            f"no pyfunc model for bundle task '{task}'; supported: {sorted(PYFUNC_MODELS)}"
+        )
+    with tempfile.TemporaryDirectory(prefix="tpl-register-") as staging:
+        # The registered bundle is self-contained: weights, config and tokenizer side by side.
+        bundle = Path(staging) / "bundle"
+        bundle.mkdir()
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            shutil.copyfile(_bundle_file(bundle_dir, name), bundle / name)
+        shutil.copyfile(tokenizer_path, bundle / TOKENIZER_FILE)
+        model_code = Path(staging) / "tpl_pyfunc_model.py"
+        model_code.write_text(_MODEL_CODE.format(class_name=pyfunc_class.__name__))
+
+        model_info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT_NAME,
+            python_model=str(model_code),
+            artifacts={BUNDLE_ARTIFACT: str(bundle)},
+            code_paths=[str(Path(__file__).resolve().parent)],
+            signature=pyfunc_class.signature(bundle),
+            input_example=pyfunc_class.input_example(),
+            pip_requirements=_pip_requirements(),
+        )
+    mlflow.log_metrics(dict(metrics), model_id=model_info.model_id)
+    registered = mlflow.register_model(model_info.model_uri, model_name, tags=version_tags)
+    return str(registered.version)
+
+
+def _pip_requirements() -> list[str]:
+    # Pinned explicitly: MLflow's inference would load the model in a subprocess to find them.
+    # Local version labels (torch's "+cpu") are dropped: pip matches them against the base.
+    return [
+        f"{dist}=={installed_version(dist).split('+')[0]}"
+        for dist in ("mlflow", "torch", "tokenizers", "safetensors", "pandas")
+    ]
+
+
+@contextmanager
+def _registration_run(run_id: str | None) -> Iterator[None]:
+    active = mlflow.active_run()
+    if active is not None and run_id in (None, active.info.run_id):
+        yield
+        return
+    with mlflow.start_run(run_id=run_id, nested=active is not None):
+        yield
+
+
+def _log_decision(decision: RegistrationDecision) -> None:
+    compared = {"challenger": decision.challenger_metric, "champion": decision.champion_metric}
+    mlflow.log_metrics(
+        {
+            f"{role}_{decision.metric_key}": value
+            for role, value in compared.items()
+            if value is not None
+        }
+    )
+    mlflow.set_tags(
+        {
+            "registry.model_name": decision.model_name,
+            "registry.version": decision.version,
+            "registry.registered": str(decision.registered).lower(),
+            "registry.promoted": str(decision.promoted).lower(),
+            "registry.champion_version": decision.champion_version or "",
+            "registry.reason": decision.reason,
+        }
+    )
+
+
+def _version_by_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as error:
+        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+
+
+def _version_by_fingerprint(
+    client: MlflowClient, model_name: str, fingerprint: str
+) -> ModelVersion | None:
+    quoted_name = model_name.replace("'", "\\'")
+    versions = client.search_model_versions(
+        f"name = '{quoted_name}' and tags.{FINGERPRINT_TAG} = '{fingerprint}'"
+    )
+    return min(versions, key=lambda version: int(version.version), default=None)
+
+
+def _metric_of(version: ModelVersion | None, metric_key: str) -> float | None:
+    if version is None or f"{METRIC_TAG_PREFIX}{metric_key}" not in version.tags:
+        return None
+    return float(version.tags[f"{METRIC_TAG_PREFIX}{metric_key}"])
+
+
+# --- loading for prediction -------------------------------------------------------------------
+
+
+def load_champion(model_name: str, alias: str = CHAMPION) -> mlflow.pyfunc.PyFuncModel:
+    """The pyfunc model that `alias` of `model_name` points to (`models:/<name>@<alias>`)."""
+    return mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")
+
+
+def predict_texts(model_name: str, texts: Sequence[str], alias: str = CHAMPION) -> pd.DataFrame:
+    """Classify `texts` with the registered model behind `alias` (see `classify_texts`)."""
+    model = load_champion(model_name, alias)
+    return model.predict(pd.DataFrame({TEXT_COLUMN: list(texts)}))

@@ -1,0 +1,150 @@
+"""What every task shares: the inner model, its optimiser, epoch metrics, and the weights export.
+
+A task is a LightningModule around one plain `nn.Module` from `transformer_pl.model`, kept as
+`self.model` (with its `TransformerConfig` as `self.config`). Hyper-parameters are saved as JSON
+values (`model_config` as TransformerConfig.to_dict(), `optim` as OptimParams fields), so
+`Task.load_from_checkpoint(path)` rebuilds the task from the checkpoint alone.
+
+Export format (`export_weights`), read back by `load_exported_model`; for a classifier it is
+also the bundle format of `transformer_pl.registry`:
+- `model.safetensors`: the inner model's state_dict, every name present (tied tensors are
+  written once per name), so it loads with `load_state_dict(strict=True)`.
+- `config.json`: {"task": "mlm" | "clm" | "classify" | "translate",
+                  "model": TransformerConfig.to_dict(), ...task fields, ...caller's metadata}.
+  The task names are those of params.yaml (pretrain.objective, a dataset's task); the
+  classifier's fields are num_labels, label_names and pooling.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_only
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from transformer_pl.config import OptimParams
+from transformer_pl.model import (
+    CausalLanguageModel,
+    MaskedLanguageModel,
+    Seq2SeqTransformer,
+    SequenceClassifier,
+    TransformerConfig,
+)
+from transformer_pl.tasks.metrics import ClassificationMetrics, TokenPredictionMetrics
+from transformer_pl.tasks.optim import configure_adamw
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+TaskName = Literal["mlm", "clm", "classify", "translate"]
+EpochMetrics = TokenPredictionMetrics | ClassificationMetrics
+Batch = Mapping[str, Tensor]  # what the datamodules yield, keyed as the model's arguments
+
+
+class TransformerTask(pl.LightningModule):
+    """Base of the tasks: subclasses build `self.model` and `self.eval_metrics`, and implement
+    the steps; this class owns the config, the optimiser, epoch logging and the export."""
+
+    task_name: ClassVar[TaskName]
+    model: nn.Module
+    eval_metrics: nn.ModuleDict  # "val" and "test" -> EpochMetrics, built by the subclass
+
+    def __init__(
+        self,
+        model_config: TransformerConfig | Mapping[str, Any],
+        optim: OptimParams | Mapping[str, Any] | None,
+        **task_options: Any,
+    ) -> None:
+        super().__init__()
+        self.config = (
+            model_config
+            if isinstance(model_config, TransformerConfig)
+            else TransformerConfig.from_dict(model_config)
+        )
+        self.optim = optim if isinstance(optim, OptimParams) else OptimParams(**(optim or {}))
+        self.save_hyperparameters(
+            {
+                "model_config": self.config.to_dict(),
+                "optim": self.optim.model_dump(mode="json"),
+                **task_options,
+            }
+        )
+
+    def lr_scales(self) -> dict[int, float] | None:
+        """Per-parameter learning-rate multipliers (by id); None: one learning rate."""
+        return None
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_adamw(
+            self.model, self.optim, self.trainer.estimated_stepping_batches, self.lr_scales()
+        )
+
+    # --- epoch metrics -----------------------------------------------------------------------
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        metrics: EpochMetrics = self.eval_metrics[stage]
+        # torchmetrics has already reduced across devices: every rank holds the same values.
+        for name, value in metrics.compute().items():
+            self.log(f"{stage}/{name}", value, sync_dist=True, prog_bar=name == "loss")
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    # --- export -------------------------------------------------------------------------------
+
+    def export_info(self) -> dict[str, Any]:
+        """Task fields written to config.json besides the task name and the model config."""
+        return {}
+
+    @rank_zero_only
+    def export_weights(self, directory: str | Path, **metadata: Any) -> Path:
+        """Write `model.safetensors` and `config.json` into `directory` (on rank 0 only; other
+        ranks get None); returns the weights path. `metadata`: more JSON fields for config.json,
+        e.g. the classifier bundle's `max_length` (the encode stage's truncation length)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        # Cloning gives every name its own storage: safetensors refuses tensors that share one.
+        state = {
+            name: tensor.detach().cpu().clone().contiguous()
+            for name, tensor in self.model.state_dict().items()
+        }
+        weights_path = directory / WEIGHTS_FILE
+        save_file(state, weights_path)
+        config = {
+            "task": self.task_name,
+            "model": self.config.to_dict(),
+            **self.export_info(),
+            **metadata,
+        }
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        return weights_path
+
+
+def load_exported_model(directory: str | Path) -> nn.Module:
+    """Rebuild the plain model that `export_weights` wrote into `directory` (on CPU, eval mode)."""
+    directory = Path(directory)
+    exported = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    config = TransformerConfig.from_dict(exported["model"])
+    task = exported["task"]
+    model: nn.Module
+    if task == "mlm":
+        model = MaskedLanguageModel(config)
+    elif task == "clm":
+        model = CausalLanguageModel(config)
+    elif task == "translate":
+        model = Seq2SeqTransformer(config)
+    elif task == "classify":
+        model = SequenceClassifier(config, exported["num_labels"], pooling=exported["pooling"])
+    else:
+        raise ValueError(f"{directory / CONFIG_FILE}: unknown task {task!r}")
+    model.load_state_dict(load_file(directory / WEIGHTS_FILE))
+    return model.eval()

@@ -1,0 +1,164 @@
+"""Sequence classification finetuning: a pretrained (or fresh) encoder, pooling, a linear head.
+
+Pretrained weights come from an exported masked-LM (`model.safetensors`): the classifier's
+`.encoder` has the same structure and names as the masked LM's, so they load by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from transformer_pl.config import OptimParams
+from transformer_pl.model import ClassifierOutput, SequenceClassifier, TransformerConfig
+from transformer_pl.tasks.base import Batch, TaskName, TransformerTask
+from transformer_pl.tasks.metrics import ClassificationMetrics
+from transformer_pl.tasks.optim import layerwise_lr_scales
+
+log = logging.getLogger(__name__)
+
+ENCODER_PREFIX = "encoder."
+
+
+class LoadedKeys(NamedTuple):
+    """Full parameter names (`encoder.…`): the classifier's encoder weights the file did not
+    have (they keep their fresh initialisation), and the file's encoder weights the classifier
+    has no place for (ignored)."""
+
+    missing: list[str]
+    unexpected: list[str]
+
+
+class ClassifierTask(TransformerTask):
+    """Logs train/loss and train/accuracy per step; {val,test}/{loss,accuracy,f1_macro} per
+    epoch (the train loss includes label smoothing, the val/test loss does not).
+
+    freeze_encoder: train the head only (a linear probe); the encoder also stays in eval mode,
+    so its dropout is off. layer_lr_decay < 1: lower encoder layers get smaller learning rates
+    (see tasks/optim.py).
+    """
+
+    task_name: ClassVar[TaskName] = "classify"
+
+    def __init__(
+        self,
+        model_config: TransformerConfig | Mapping[str, Any],
+        num_labels: int,
+        label_names: Sequence[str] | None = None,
+        pooling: Literal["mean", "cls"] = "mean",
+        classifier_dropout: float = 0.1,
+        label_smoothing: float = 0.0,
+        freeze_encoder: bool = False,
+        layer_lr_decay: float = 1.0,
+        optim: OptimParams | Mapping[str, Any] | None = None,
+    ) -> None:
+        if label_names is not None and len(label_names) != num_labels:
+            raise ValueError(f"{len(label_names)} label_names given for num_labels={num_labels}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not 0.0 < layer_lr_decay <= 1.0:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {layer_lr_decay}")
+        label_names = list(label_names) if label_names is not None else None
+        super().__init__(
+            model_config,
+            optim,
+            num_labels=num_labels,
+            label_names=label_names,
+            pooling=pooling,
+            classifier_dropout=classifier_dropout,
+            label_smoothing=label_smoothing,
+            freeze_encoder=freeze_encoder,
+            layer_lr_decay=layer_lr_decay,
+        )
+        self.num_labels = num_labels
+        self.label_names = label_names
+        self.label_smoothing = label_smoothing
+        self.freeze_encoder = freeze_encoder
+        self.layer_lr_decay = layer_lr_decay
+        self.model = SequenceClassifier(self.config, num_labels, pooling, classifier_dropout)
+        if freeze_encoder:
+            self.model.encoder.requires_grad_(False)
+        self.eval_metrics = nn.ModuleDict(
+            {stage: ClassificationMetrics(num_labels) for stage in ("val", "test")}
+        )
+
+    def load_pretrained_encoder(self, weights_path: str | Path) -> LoadedKeys:
+        """Copy the `encoder.*` tensors of an exported model into this classifier's encoder.
+
+        Other tensors in the file (a masked LM's `lm_head.weight`) are not part of the encoder
+        and are skipped; a tensor whose shape differs raises (the configs do not match).
+        """
+        state = load_file(str(weights_path))
+        encoder_state = {
+            name.removeprefix(ENCODER_PREFIX): tensor
+            for name, tensor in state.items()
+            if name.startswith(ENCODER_PREFIX)
+        }
+        if not encoder_state:
+            raise ValueError(f"{weights_path} holds no '{ENCODER_PREFIX}*' weights")
+        result = self.model.encoder.load_state_dict(encoder_state, strict=False)
+        keys = LoadedKeys(
+            missing=[ENCODER_PREFIX + name for name in result.missing_keys],
+            unexpected=[ENCODER_PREFIX + name for name in result.unexpected_keys],
+        )
+        log.info(
+            "loaded %d encoder tensors from %s",
+            len(encoder_state) - len(keys.unexpected),
+            weights_path,
+        )
+        if keys.missing:
+            log.warning(
+                "encoder weights missing from %s (left at init): %s", weights_path, keys.missing
+            )
+        if keys.unexpected:
+            log.warning(
+                "unexpected encoder weights in %s (ignored): %s", weights_path, keys.unexpected
+            )
+        return keys
+
+    def train(self, mode: bool = True) -> ClassifierTask:
+        super().train(mode)
+        if self.freeze_encoder:
+            self.model.encoder.eval()
+        return self
+
+    def lr_scales(self) -> dict[int, float] | None:
+        if self.layer_lr_decay == 1.0:
+            return None
+        return layerwise_lr_scales(self.model.encoder, self.layer_lr_decay)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> ClassifierOutput:
+        return self.model(input_ids, attention_mask)
+
+    def _step(self, batch: Batch, label_smoothing: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Loss, predicted classes, true classes."""
+        labels = batch["labels"]
+        logits = self(batch["input_ids"], batch["attention_mask"]).logits
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        return loss, logits.argmax(dim=-1), labels
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, predictions, labels = self._step(batch, self.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/accuracy", (predictions == labels).float().mean())
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.eval_metrics["val"].update(*self._step(batch, label_smoothing=0.0))
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self.eval_metrics["test"].update(*self._step(batch, label_smoothing=0.0))
+
+    def export_info(self) -> dict[str, Any]:
+        label_names = self.label_names or [str(label) for label in range(self.num_labels)]
+        return {
+            "num_labels": self.num_labels,
+            "label_names": label_names,
+            "pooling": self.model.pooling,
+        }

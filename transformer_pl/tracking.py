@@ -1,0 +1,253 @@
+"""MLflow setup, run structure and lineage tags.
+
+One parent run per pipeline run, one nested run per stage. Stages launched in other processes (by
+`dvc repro`, or a Prefect flow that shells out) find their parent through the environment variable
+`TPL_PARENT_RUN_ID`, which `pipeline_run` sets for its duration, so every stage nests under the
+run that launched it whichever runner did.
+
+With `MLFLOW_TRACKING_URI` unset, the store is `mlflow.db` (SQLite) in the project root, with
+artifacts under `mlartifacts/` beside it — absolute paths, so any working directory finds the
+same store that `make ui` shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+from mlflow import MlflowClient
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+PARENT_RUN_ENV = "TPL_PARENT_RUN_ID"
+MAX_PARAM_VALUE_LENGTH = 6000  # MLflow rejects longer parameter values
+_HASH_CHUNK_BYTES = 1 << 20
+
+
+# --- store ------------------------------------------------------------------------------------
+
+
+def project_root() -> Path:
+    """The source checkout this package runs from; the working directory for an installed copy."""
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd().resolve()
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the project's SQLite store (absolute path)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def _local_artifact_location(uri: str, experiment_name: str) -> str | None:
+    """`mlartifacts/<experiment>` beside a SQLite store; None lets a server decide."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))
+    folder = re.sub(r"[^\w.\-]", "_", experiment_name)
+    return (database.resolve().parent / "mlartifacts" / folder).as_uri()
+
+
+def configure_tracking(experiment_name: str) -> str:
+    """Point MLflow at the store, create or select the experiment, return its id.
+
+    A new experiment on a SQLite store gets an explicit local artifact location; otherwise
+    MLflow would write artifacts under the *current* directory's `mlruns/`.
+    """
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        experiment_id = client.create_experiment(
+            experiment_name, artifact_location=_local_artifact_location(uri, experiment_name)
+        )
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+# --- params -----------------------------------------------------------------------------------
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        text = json.dumps(value, separators=(",", ":"), default=str)
+    else:
+        text = str(value)
+    return text[:MAX_PARAM_VALUE_LENGTH]
+
+
+def flatten_params(nested: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"optim": {"lr": 3e-4}} -> {"optim.lr": "0.0003"}; lists as compact JSON ("[0.9,0.98]")."""
+    flat: dict[str, str] = {}
+    for key, value in nested.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            flat[name] = "{}" if isinstance(value, Mapping) else _param_value(value)
+    return flat
+
+
+# --- lineage ----------------------------------------------------------------------------------
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def dvc_md5(path: str | Path) -> str:
+    """The md5 DVC 3 records in dvc.lock for a file, or for a directory (`<md5>.dir`).
+
+    A directory's hash is the md5 of the JSON list of its files' {md5, relpath}, sorted by
+    relpath — DVC's own scheme, so a tag can be looked up in dvc.lock and the DVC cache.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return _file_md5(path)
+    entries = [
+        {"md5": _file_md5(file), "relpath": file.relative_to(path).as_posix()}
+        for file in path.rglob("*")
+        if file.is_file()
+    ]
+    entries.sort(key=lambda entry: entry["relpath"])
+    listing = json.dumps(entries, sort_keys=True).encode("utf-8")
+    return hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"
+
+
+def dvc_dep_hashes(deps: Iterable[str | Path], root: str | Path = ".") -> dict[str, str]:
+    """{dep path as given: DVC md5} for a stage's inputs, hashed from the files themselves.
+
+    Computed rather than read from dvc.lock: while a stage runs, its dvc.lock entry still holds
+    the hashes of the previous run — stale for exactly the inputs that made DVC re-run it.
+    """
+    return {str(path): dvc_md5(Path(root) / path) for path in deps}
+
+
+def _git(*args: str) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", *args], cwd=project_root(), capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip()
+
+
+def _prefect_flow_run_id() -> str | None:
+    # Importing Prefect costs seconds; a process that never imported it runs no flow itself,
+    # though it may have been launched by one (Prefect workers export PREFECT__FLOW_RUN_ID).
+    if "prefect" not in sys.modules:
+        return os.environ.get("PREFECT__FLOW_RUN_ID")
+    from prefect.runtime import flow_run
+
+    return flow_run.get_id()
+
+
+def lineage_tags(
+    *,
+    dataset: str,
+    profile: str,
+    stage: str,
+    dvc_hashes: Mapping[str, str],
+    prefect_flow_run_id: str | None = None,
+) -> dict[str, str]:
+    """Tags that let a run be traced back to its code, data and orchestration.
+
+    `git.commit` is "unknown" outside a git checkout (or before the first commit); `git.dirty`
+    ignores untracked files. `dvc.<path>` holds each input's DVC md5 (see `dvc_dep_hashes`).
+    """
+    commit = _git("rev-parse", "HEAD")
+    changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    tags = {
+        "dataset": dataset,
+        "profile": profile,
+        "stage": stage,
+        "git.commit": commit or "unknown",
+        "git.dirty": "unknown" if changes is None else str(bool(changes)).lower(),
+        **{f"dvc.{path}": md5 for path, md5 in dvc_hashes.items()},
+    }
+    flow_run_id = prefect_flow_run_id or _prefect_flow_run_id()
+    if flow_run_id:
+        tags["prefect.flow_run_id"] = str(flow_run_id)
+    return tags
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def pipeline_run(
+    run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+) -> Iterator[mlflow.ActiveRun]:
+    """The parent run of one pipeline run; resumed instead when `TPL_PARENT_RUN_ID` is set.
+
+    While open, `TPL_PARENT_RUN_ID` names it, so stages in this process and in child processes
+    nest under it. Call `configure_tracking` first.
+    """
+    resume_id = os.environ.get(PARENT_RUN_ENV)
+    with mlflow.start_run(run_id=resume_id, run_name=run_name, tags=dict(tags)) as run:
+        # A resumed run keeps the params it was started with: MLflow forbids changing a value.
+        flat = flatten_params(params)
+        mlflow.log_params({key: flat[key] for key in flat.keys() - run.data.params.keys()})
+        os.environ[PARENT_RUN_ENV] = run.info.run_id
+        try:
+            yield run
+        finally:
+            if resume_id is None:
+                os.environ.pop(PARENT_RUN_ENV, None)
+
+
+def _stage_run_name(stage_name: str, tags: Mapping[str, str]) -> str:
+    return "-".join(part for part in (tags.get("dataset"), tags.get("profile"), stage_name) if part)
+
+
+@contextmanager
+def stage_run(
+    stage_name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+) -> Iterator[mlflow.ActiveRun]:
+    """A run for one stage, named `<dataset>-<profile>-<stage>` from the tags.
+
+    Nested under `TPL_PARENT_RUN_ID` when set (in the parent's experiment), else under this
+    process's active run, else standalone in the configured experiment.
+    """
+    parent_id = os.environ.get(PARENT_RUN_ENV)
+    active = mlflow.active_run()
+    if parent_id is None and active is not None:
+        parent_id = active.info.run_id
+    experiment_id = MlflowClient().get_run(parent_id).info.experiment_id if parent_id else None
+    with mlflow.start_run(
+        run_name=_stage_run_name(stage_name, tags),
+        experiment_id=experiment_id,
+        parent_run_id=parent_id,
+        nested=active is not None,
+        tags=dict(tags),
+    ) as run:
+        mlflow.log_params(flatten_params(params))
+        yield run
+
+
+def lightning_logger(run_id: str) -> MLFlowLogger:
+    """A Lightning logger that writes into an existing run (the stage's) instead of a new one.
+
+    `log_model=False`: checkpoints are not uploaded; the registry stage logs the model itself.
+    Lightning marks the run finished when training ends; logging into it afterwards still works.
+    """
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    return MLFlowLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri(), log_model=False)

@@ -1,0 +1,198 @@
+"""The Trainer factory: one `pl.Trainer` built from params, and resuming an interrupted stage.
+
+Usage from a stage (order matters: `build_trainer` seeds everything, so build the task after it
+and weight initialisation is seeded too):
+
+    trainer = build_trainer(params.trainer, output_dir=out, max_steps=..., seed=params.seed, ...)
+    task = MaskedLMTask(config, optim=params.pretrain.optim)
+    fit_or_resume(trainer, task, datamodule)   # continues from out/checkpoints/last.ckpt
+    best = trainer.checkpoint_callback.best_model_path
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+    TQDMProgressBar,
+)
+from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
+
+from transformer_pl.config import TrainerParams
+from transformer_pl.model import DecoderLayer, EncoderLayer
+from transformer_pl.tasks.throughput import TokenThroughput
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+BEST_CHECKPOINT = "best"  # ModelCheckpoint adds ".ckpt"
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """Precision "auto" is bf16-mixed on a CUDA GPU that supports bf16 (16-mixed on older ones),
+    32-true elsewhere. CPUs stay at 32-true for reproducibility, although bf16 autocast trains
+    about 1.9× faster on CPUs with avx512_bf16 (MEASUREMENTS.md): a profile may ask for
+    "bf16-mixed"."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def build_strategy(name: Literal["auto", "ddp", "fsdp"]) -> str | Strategy:
+    """Strategy "ddp" runs one process per device and all-reduces gradients; launched under
+    `torchrun` it joins torchrun's processes, otherwise Lightning re-runs the command once per
+    extra device. "fsdp" (CUDA only) shards parameters, gradients and optimizer state, one unit
+    per Transformer layer; its checkpoints are consolidated into one file, so they load like any
+    other."""
+    if name == "ddp":
+        return DDPStrategy(find_unused_parameters=False)
+    if name == "fsdp":
+        return FSDPStrategy(auto_wrap_policy={EncoderLayer, DecoderLayer}, state_dict_type="full")
+    return "auto"
+
+
+class CompileModel(Callback):
+    """torch.compile the task's inner model at setup. `nn.Module.compile` compiles in place, so
+    state-dict names (checkpoints, exported weights) do not change. No gain on small CPU models
+    (MEASUREMENTS.md: ~10% slower, ~24 s to compile); meant for GPUs."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        pl_module.model.compile()
+
+
+def progress_bar(refresh_rate: int) -> Callback:
+    """Rich in a terminal; in logs (CI, orchestrators) a plain bar that redraws only every
+    `refresh_rate` steps instead of flooding the log."""
+    if sys.stdout.isatty():
+        return RichProgressBar()
+    return TQDMProgressBar(refresh_rate=refresh_rate)
+
+
+def build_trainer(
+    trainer_params: TrainerParams,
+    *,
+    output_dir: str | Path,
+    seed: int,
+    max_steps: int = -1,
+    max_epochs: int | None = None,
+    val_check_interval: int | float | None = None,
+    limit_val_batches: int | float | None = None,
+    gradient_clip: float | None = None,
+    accumulate_grad_batches: int = 1,
+    logger: Logger | None = None,
+    monitor: str | None = "val/loss",
+    mode: Literal["min", "max"] = "min",
+    early_stopping_patience: int | None = None,
+) -> pl.Trainer:
+    """A Trainer configured from `trainer_params` (and the stage's run length), writing into
+    `output_dir`: checkpoints/{best,last}.ckpt and, without a logger (e.g. an MLFlowLogger),
+    CSV logs under logs/.
+
+    val_check_interval: an int validates every that many training batches, counted across
+    epoch boundaries (suits max_steps runs); a float is a fraction of an epoch; None: once per
+    epoch. The best checkpoint is the one with the best `monitor` value; with
+    `early_stopping_patience`, training stops after that many validations without improvement.
+    """
+    pl.seed_everything(seed, workers=True)
+    output_dir = Path(output_dir)
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=output_dir / CHECKPOINT_DIR,
+            filename=BEST_CHECKPOINT,
+            monitor=monitor,
+            mode=mode,
+            save_top_k=1,
+            save_last=True,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,  # a rerun overwrites best.ckpt, never best-v1.ckpt
+        ),
+        LearningRateMonitor(logging_interval="step"),
+        TokenThroughput(),
+        progress_bar(trainer_params.log_every_n_steps),
+    ]
+    if early_stopping_patience is not None and monitor is not None:
+        callbacks.append(
+            EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience)
+        )
+    if trainer_params.compile:
+        callbacks.append(CompileModel())
+    if logger is None:
+        logger = CSVLogger(output_dir, name="logs")
+    step_interval = isinstance(val_check_interval, int)
+    return pl.Trainer(
+        accelerator=trainer_params.accelerator,
+        devices=trainer_params.devices,
+        num_nodes=trainer_params.num_nodes,
+        strategy=build_strategy(trainer_params.strategy),
+        precision=resolve_precision(trainer_params.precision, trainer_params.accelerator),
+        deterministic=trainer_params.deterministic,
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        val_check_interval=val_check_interval,
+        check_val_every_n_epoch=None if step_interval else 1,
+        limit_val_batches=limit_val_batches,
+        gradient_clip_val=gradient_clip,
+        gradient_clip_algorithm="norm",
+        accumulate_grad_batches=accumulate_grad_batches,
+        log_every_n_steps=trainer_params.log_every_n_steps,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=output_dir,
+    )
+
+
+def _checkpoint_dir(trainer: pl.Trainer) -> Path:
+    callback = trainer.checkpoint_callback
+    if not isinstance(callback, ModelCheckpoint) or callback.dirpath is None:
+        raise ValueError("the trainer has no ModelCheckpoint with a dirpath: pass checkpoint_dir")
+    return Path(callback.dirpath)
+
+
+def _same_task(checkpoint_path: Path, task: pl.LightningModule) -> bool:
+    # mmap: only the hyper-parameters are read, not the weights and optimizer state.
+    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
+    return dict(saved.get("hyper_parameters", {})) == dict(task.hparams)
+
+
+def fit_or_resume(
+    trainer: pl.Trainer,
+    task: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    checkpoint_dir: str | Path | None = None,
+) -> Path | None:
+    """`trainer.fit`, continuing from `<checkpoint_dir>/last.ckpt` when a previous run of the same
+    task left one: weights, optimizer and scheduler state, global step and epoch are restored, so
+    the run ends at the same max_steps/max_epochs as an uninterrupted one. A checkpoint saved with
+    other task hyper-parameters is ignored (the run starts over). Returns the checkpoint resumed
+    from, or None.
+
+    checkpoint_dir: defaults to the trainer's ModelCheckpoint directory.
+
+    Resumption is exact at an epoch boundary. Mid-epoch, a dataloader without `state_dict`
+    restarts the epoch (Lightning warns), and RNG states are not checkpointed, so the data order
+    and dropout masks after resuming differ from an uninterrupted run.
+    """
+    last = Path(checkpoint_dir or _checkpoint_dir(trainer)) / LAST_CHECKPOINT
+    resume_from: Path | None = None
+    if last.is_file():
+        if _same_task(last, task):
+            resume_from = last
+            log.info("resuming from %s", last)
+        else:
+            log.warning("ignoring %s: saved with other task hyper-parameters", last)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
+    return resume_from
