@@ -30,13 +30,14 @@ def stage(
 ) -> None:
     """Run one pipeline stage (what `dvc repro` calls)."""
     from transformer_pl.stages import STAGES, Layout, StageError
+    from transformer_pl.stages.runner import run_stage
 
     if name not in STAGES:
         typer.echo(f"unknown stage '{name}'; stages: {', '.join(STAGES)}", err=True)
         raise typer.Exit(2)
     try:
         params = load_params(params_file, profile)
-        summary = STAGES[name].run(params, Layout())
+        summary = run_stage(STAGES[name], params, Layout())
     except (ConfigError, StageError) as error:
         typer.echo(f"stage {name} failed: {error}", err=True)
         raise typer.Exit(1) from None

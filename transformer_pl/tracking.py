@@ -149,6 +149,11 @@ def _git(*args: str) -> str | None:
     return result.stdout.strip()
 
 
+def git_commit() -> str:
+    """HEAD's commit id, or "unknown" outside a git checkout (or before the first commit)."""
+    return _git("rev-parse", "HEAD") or "unknown"
+
+
 def _prefect_flow_run_id() -> str | None:
     # Importing Prefect costs seconds; a process that never imported it runs no flow itself,
     # though it may have been launched by one (Prefect workers export PREFECT__FLOW_RUN_ID).
@@ -172,13 +177,13 @@ def lineage_tags(
     `git.commit` is "unknown" outside a git checkout (or before the first commit); `git.dirty`
     ignores untracked files. `dvc.<path>` holds each input's DVC md5 (see `dvc_dep_hashes`).
     """
-    commit = _git("rev-parse", "HEAD")
-    changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    commit = git_commit()
+    changes = _git("status", "--porcelain", "--untracked-files=no") if commit != "unknown" else None
     tags = {
         "dataset": dataset,
         "profile": profile,
         "stage": stage,
-        "git.commit": commit or "unknown",
+        "git.commit": commit,
         "git.dirty": "unknown" if changes is None else str(bool(changes)).lower(),
         **{f"dvc.{path}": md5 for path, md5 in dvc_hashes.items()},
     }

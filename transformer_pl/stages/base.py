@@ -26,6 +26,6 @@ class StageSpec:
     run: StageFunction
     deps: tuple[str, ...]  # files and folders read, relative to the project root (code included)
     params: tuple[str, ...]  # params.yaml keys read: sections or dotted keys
-    outs: tuple[str, ...]  # files and folders written (DVC-cached)
+    outs: tuple[str, ...] = ()  # files and folders written (DVC-cached)
     metrics: tuple[str, ...] = ()  # JSON metrics written (not cached, committed to git)
     plots: tuple[str, ...] = ()  # plot data written
