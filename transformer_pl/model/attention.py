@@ -69,7 +69,7 @@ class KVCache:
             self.key, self.value = self.key[index], self.value[index]
 
 
-def attention_mask_for(
+def build_attention_mask(
     key_padding_mask: Tensor | None, causal: bool, T: int, S: int, device: torch.device
 ) -> Tensor | None:
     """Boolean (B|1, 1, T, S) mask, True = may attend, or None when every key is visible.
@@ -169,7 +169,7 @@ class MultiHeadAttention(nn.Module):
         use_is_causal = causal and attention_mask is None and T == S and self.impl == "sdpa"
         mask = None
         if not use_is_causal:
-            mask = attention_mask_for(attention_mask, causal, T, S, query.device)
+            mask = build_attention_mask(attention_mask, causal, T, S, query.device)
         dropout_p = self.dropout if self.training else 0.0
         if self.impl == "sdpa":
             out = F.scaled_dot_product_attention(
