@@ -38,9 +38,9 @@ _HASH_CHUNK_BYTES = 1 << 20
 
 
 def project_root() -> Path:
-    """The source checkout this package runs from; the working directory for an installed copy."""
-    checkout = Path(__file__).resolve().parents[1]
-    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd().resolve()
+    """The project the pipeline runs in: the working directory, where params.yaml and dvc.yaml
+    are (as for every stage's inputs and outputs)."""
+    return Path.cwd().resolve()
 
 
 def tracking_uri() -> str:

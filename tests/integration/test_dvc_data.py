@@ -1,0 +1,110 @@
+"""dvc.yaml agrees with the stage declarations, and `dvc repro` reruns exactly what changed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from transformer_pl.config import deep_merge
+from transformer_pl.stages import STAGES, StageSpec
+from transformer_pl.stages.data import STAGES as DATA_STAGES
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DVC_STAGES: dict[str, dict[str, Any]] = yaml.safe_load(
+    (PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8")
+)["stages"]
+VENV_BIN = Path(sys.executable).parent
+
+
+def paths(entries: list[str | dict[str, Any]]) -> list[str]:
+    """dvc.yaml lists a path as a string or as a one-key mapping {path: options}."""
+    return [entry if isinstance(entry, str) else next(iter(entry)) for entry in entries]
+
+
+@pytest.mark.parametrize("spec", list(STAGES.values()), ids=list(STAGES))
+def test_dvc_yaml_matches_the_stage_declaration(spec: StageSpec):
+    assert spec.name in DVC_STAGES, f"stage '{spec.name}' is missing from dvc.yaml"
+    stage = DVC_STAGES[spec.name]
+    assert stage["cmd"] == f"tpl stage {spec.name}"
+    for key in ("deps", "params", "outs", "metrics", "plots"):
+        listed = paths(stage.get(key, []))
+        assert len(listed) == len(set(listed)), f"{spec.name}.{key} lists a path twice"
+        assert set(listed) == set(getattr(spec, key)), f"{spec.name}.{key}"
+
+
+def test_dvc_yaml_has_no_stage_the_code_does_not_declare():
+    assert set(DVC_STAGES) == set(STAGES)
+
+
+# Slow: eleven `tpl stage` processes, each importing its libraries and opening MLflow.
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_dvc_repro_skips_what_is_unchanged_and_reruns_what_a_param_change_touches(
+    tmp_path, write_reviews, reviews_params
+):
+    project = tmp_path / "project"
+    project.mkdir()
+    # What DVC hashes: dvc.yaml, params.yaml and the code the stages list as deps.
+    shutil.copy(PROJECT_ROOT / "dvc.yaml", project)
+    shutil.copytree(
+        PROJECT_ROOT / ".dvc",
+        project / ".dvc",
+        ignore=shutil.ignore_patterns("tmp", "cache", "config.local"),
+    )
+    shutil.copytree(
+        PROJECT_ROOT / "transformer_pl",
+        project / "transformer_pl",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params = deep_merge(params, {**reviews_params, "profile": "tiny"})
+    write_params(project, params)
+    write_reviews(project / "reviews" / "train.csv", 200, seed=0)
+    write_reviews(project / "reviews" / "test.csv", 60, seed=1)
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",  # `tpl` for the stage commands
+        "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site-cache"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",  # not the checkout's store
+    }
+    data_stages = [spec.name for spec in DATA_STAGES]
+
+    def repro() -> list[str]:
+        """Run the data stages (up to the last one); the names of the stages that ran."""
+        result = subprocess.run(
+            [str(VENV_BIN / "dvc"), "repro", data_stages[-1]],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return re.findall(r"Running stage '([\w-]+)'", result.stdout)
+
+    assert repro() == data_stages
+    assert repro() == []
+    params["clean"]["lowercase"] = True  # changes the cleaned text, so everything after reruns
+    write_params(project, params)
+    assert repro() == data_stages[1:]
+    status = subprocess.run(
+        [str(VENV_BIN / "dvc"), "status"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "up to date" in status.stdout
+
+
+def write_params(project: Path, params: dict[str, Any]) -> None:
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,67 @@
+"""Tokenizer training: fixed special-token ids, [CLS] … [SEP], reproducible files."""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pytest
+
+from transformer_pl.config import DatasetSpec, TokenizerParams
+from transformer_pl.data.tokenizer import (
+    CLS_ID,
+    SEP_ID,
+    SPECIAL_TOKENS,
+    UNK_ID,
+    train_tokenizer,
+    training_texts,
+)
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    rng = random.Random(0)
+    words = ["".join(rng.choices("abcdefgh", k=rng.randint(2, 7))) for _ in range(400)]
+    return [" ".join(rng.choices(words, k=30)) for _ in range(300)]
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_special_tokens_come_first_and_training_is_reproducible(texts, kind):
+    params = TokenizerParams(kind=kind, vocab_size=300, min_frequency=1)
+    tokenizer = train_tokenizer(texts, params)
+    assert [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS] == list(range(7))
+    assert tokenizer.token_to_id("[PAD]") == 0
+    encoding = tokenizer.encode(texts[0])
+    assert encoding.ids[0] == CLS_ID and encoding.ids[-1] == SEP_ID
+    assert train_tokenizer(texts, params).to_str() == tokenizer.to_str()
+
+
+def test_wordpiece_lowercases_strips_line_breaks_and_knows_unseen_words_only_as_unk(texts):
+    tokenizer = train_tokenizer(texts, TokenizerParams(vocab_size=300, min_frequency=1))
+    words = texts[0].split()[:2]
+    encoding = tokenizer.encode(f"{words[0].upper()}<br />{words[1]}", add_special_tokens=False)
+    assert tokenizer.decode(encoding.ids) == f"{words[0]} {words[1]}"
+    assert tokenizer.encode("zzz", add_special_tokens=False).ids == [UNK_ID]  # z never seen
+
+
+def test_training_texts_come_from_train_and_optionally_unlabeled():
+    frames = {
+        "train": pd.DataFrame({"text": ["a"], "target": ["b"]}),
+        "val": pd.DataFrame({"text": ["never"], "target": ["never"]}),
+        "unlabeled": pd.DataFrame({"text": ["u"]}),
+    }
+    classify = DatasetSpec(
+        task="classify", path="x", splits={"train": "t"}, label_column="l", label_names=["n"]
+    )
+    assert training_texts(frames, classify, TokenizerParams())[0] == ["a", "u"]
+    assert training_texts(frames, classify, TokenizerParams(use_unlabeled=False))[0] == ["a"]
+    translate = DatasetSpec(
+        task="translate",
+        path="x",
+        format="parallel_text",
+        splits={"train": "t"},
+        source_language="de",
+        target_language="en",
+    )
+    texts, sources = training_texts({"train": frames["train"]}, translate, TokenizerParams())
+    assert texts == ["a", "b"] and sources == ["train (de)", "train (en)"]

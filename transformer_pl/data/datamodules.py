@@ -1,0 +1,308 @@
+"""LightningDataModules over the encoded splits (encode.py), one per task.
+
+Every batch is a dict of tensors, padded on the right with [PAD] (id 0); masks are 1 on real
+tokens and 0 on padding; labels are -100 wherever nothing is predicted.
+
+    MaskedLMDataModule   input_ids, attention_mask, labels    packed blocks, masked at batch time
+    CausalLMDataModule   input_ids, attention_mask, labels    labels = input_ids (the model shifts)
+    ClassificationDataModule  input_ids, attention_mask, labels (class index)
+    Seq2SeqDataModule    source_ids, source_mask, target_ids ([BOS] y…), target_mask,
+                         labels (y… [EOS])
+
+Randomness (shuffling, masking) comes from generators seeded with `seed`, so two runs with the same
+seed see the same batches; each training epoch still differs from the last.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning.pytorch as pl
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from transformer_pl.data.encode import META
+from transformer_pl.data.tokenizer import FIRST_REGULAR_ID, MASK_ID, PAD_ID
+
+IGNORE_INDEX = -100
+Example = dict[str, Tensor]
+Batch = dict[str, Tensor]
+
+
+def pad(sequences: Sequence[Tensor], value: int = PAD_ID) -> Tensor:
+    return pad_sequence(list(sequences), batch_first=True, padding_value=value)
+
+
+def real_tokens(ids: Tensor) -> Tensor:
+    """The attention mask: 1 on tokens, 0 on padding."""
+    return (ids != PAD_ID).long()
+
+
+def mask_tokens(
+    ids: Tensor, probability: float, vocab_size: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """BERT masking. Each regular (non-special, non-pad) token is chosen with `probability`; a
+    chosen token becomes [MASK] 80% of the time, a random regular token 10%, and stays 10%.
+    Returns (masked ids, labels: the original id where chosen, -100 elsewhere)."""
+    regular = ids >= FIRST_REGULAR_ID
+    chosen = regular & (torch.rand(ids.shape, generator=generator) < probability)
+    labels = torch.where(chosen, ids, IGNORE_INDEX)
+    draw = torch.rand(ids.shape, generator=generator)
+    to_mask = chosen & (draw < 0.8)
+    to_random = chosen & (draw >= 0.8) & (draw < 0.9)
+    random_ids = torch.randint(FIRST_REGULAR_ID, vocab_size, ids.shape, generator=generator)
+    masked = torch.where(to_mask, MASK_ID, ids)
+    masked = torch.where(to_random, random_ids, masked)
+    return masked, labels
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of similar length, in a random order: shuffle all indices, cut them into chunks of
+    `chunk_batches` batches, sort each chunk by length, cut it into batches, shuffle the batches.
+    Padding shrinks to within-chunk length differences while batches stay random. Deterministic for
+    a (seed, epoch); Lightning calls `set_epoch` before each epoch."""
+
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, seed: int, chunk_batches: int = 50
+    ) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.chunk_size = batch_size * chunk_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size) if len(self.lengths) else 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.chunk_size):
+            chunk = order[start : start + self.chunk_size]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [
+                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
+            ]
+        for index in rng.permutation(len(batches)):
+            yield batches[index].tolist()
+
+
+class _EncodedDataModule(pl.LightningDataModule):
+    """Loads `<encoded_dir>/<split>` (datasets.load_from_disk) on setup; subclasses collate."""
+
+    columns: tuple[str, ...] = ("input_ids",)
+
+    def __init__(
+        self,
+        encoded_dir: str | Path,
+        batch_size: int,
+        seed: int,
+        splits: tuple[str, str, str | None] = ("train", "val", "test"),
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.encoded_dir = Path(encoded_dir)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.train_split, self.val_split, self.test_split = splits
+        self.num_workers = num_workers
+        self.datasets: dict[str, datasets.Dataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in (self.train_split, self.val_split, self.test_split):
+            if split is not None and split not in self.datasets:
+                path = self.encoded_dir / split
+                if not path.is_dir():
+                    raise FileNotFoundError(f"no encoded split '{split}' at {path}; run encode")
+                dataset = datasets.load_from_disk(str(path))
+                self.datasets[split] = dataset.with_format("torch", columns=list(self.columns))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_split, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_split, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_split is None:
+            raise ValueError("this datamodule has no test split")
+        return self._loader(self.test_split, shuffle=False)
+
+    def collate(self, examples: list[Example]) -> Batch:
+        raise NotImplementedError
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator if shuffle else None,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+        )
+
+
+class _Masker:
+    """Dynamic masking as a collate step, with its own seeded generator. In a DataLoader worker
+    it reseeds from the worker's seed, which PyTorch draws from the loader's seeded generator
+    (different per worker and epoch, the same across runs)."""
+
+    def __init__(self, probability: float, vocab_size: int, seed: int) -> None:
+        self.probability = probability
+        self.vocab_size = vocab_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.worker_seed: int | None = None
+
+    def __call__(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        worker = get_worker_info()
+        if worker is not None and worker.seed != self.worker_seed:
+            self.worker_seed = worker.seed
+            self.generator = torch.Generator().manual_seed(worker.seed)
+        return mask_tokens(ids, self.probability, self.vocab_size, self.generator)
+
+
+class _FixedMasks(Dataset):
+    """Evaluation examples masked the same way every time (a generator seeded by seed and index),
+    so that validation losses of different epochs and runs score the same positions."""
+
+    def __init__(
+        self, dataset: datasets.Dataset, probability: float, vocab_size: int, seed: int
+    ) -> None:
+        self.dataset = dataset
+        self.probability = probability
+        self.vocab_size = vocab_size
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Example:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        ids = self.dataset[index]["input_ids"]
+        masked, labels = mask_tokens(ids, self.probability, self.vocab_size, generator)
+        return {"input_ids": masked, "labels": labels}
+
+
+class MaskedLMDataModule(_EncodedDataModule):
+    """Packed blocks (IMDB: the `pretrain` / `pretrain_val` splits; a language-model corpus:
+    `train` / `val`). Training blocks are masked anew in every batch; val/test blocks get fixed
+    masks. `vocab_size` defaults to the encoded meta's."""
+
+    def __init__(
+        self,
+        encoded_dir: str | Path,
+        batch_size: int,
+        seed: int,
+        mask_probability: float = 0.15,
+        vocab_size: int | None = None,
+        splits: tuple[str, str, str | None] = ("pretrain", "pretrain_val", None),
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(encoded_dir, batch_size, seed, splits, num_workers)
+        self.mask_probability = mask_probability
+        self.vocab_size = vocab_size or read_meta(self.encoded_dir)["vocab_size"]
+        self.masker = _Masker(mask_probability, self.vocab_size, seed)
+
+    def collate(self, examples: list[Example]) -> Batch:
+        ids = pad([example["input_ids"] for example in examples])
+        masked, labels = self.masker(ids)
+        return {"input_ids": masked, "attention_mask": real_tokens(ids), "labels": labels}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split == self.train_split:
+            return super()._loader(split, shuffle)
+        self.setup()
+        fixed = _FixedMasks(self.datasets[split], self.mask_probability, self.vocab_size, self.seed)
+        return DataLoader(
+            fixed,
+            batch_size=self.batch_size,
+            collate_fn=self._collate_masked,
+            num_workers=self.num_workers,
+        )
+
+    @staticmethod
+    def _collate_masked(examples: list[Example]) -> Batch:
+        ids = pad([example["input_ids"] for example in examples])
+        labels = pad([example["labels"] for example in examples], IGNORE_INDEX)
+        return {"input_ids": ids, "attention_mask": real_tokens(ids), "labels": labels}
+
+
+class CausalLMDataModule(_EncodedDataModule):
+    def collate(self, examples: list[Example]) -> Batch:
+        ids = pad([example["input_ids"] for example in examples])
+        mask = real_tokens(ids)
+        labels = torch.where(mask.bool(), ids, IGNORE_INDEX)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class ClassificationDataModule(_EncodedDataModule):
+    """Training batches come from a `LengthBucketSampler` (dynamic padding to the batch's
+    longest sequence); val/test keep the split's order."""
+
+    columns = ("input_ids", "label")
+
+    def __init__(
+        self,
+        encoded_dir: str | Path,
+        batch_size: int,
+        seed: int,
+        bucket_chunk_batches: int = 50,
+        splits: tuple[str, str, str | None] = ("train", "val", "test"),
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(encoded_dir, batch_size, seed, splits, num_workers)
+        self.bucket_chunk_batches = bucket_chunk_batches
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        dataset = self.datasets[self.train_split]
+        lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
+        sampler = LengthBucketSampler(
+            lengths, self.batch_size, self.seed, self.bucket_chunk_batches
+        )
+        return DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers
+        )
+
+    def collate(self, examples: list[Example]) -> Batch:
+        ids = pad([example["input_ids"] for example in examples])
+        labels = torch.stack([example["label"] for example in examples])
+        return {"input_ids": ids, "attention_mask": real_tokens(ids), "labels": labels}
+
+
+class Seq2SeqDataModule(_EncodedDataModule):
+    """Stored targets are [BOS] y… [EOS]: the decoder reads [BOS] y… and predicts y… [EOS]."""
+
+    columns = ("source_ids", "target_ids")
+
+    def collate(self, examples: list[Example]) -> Batch:
+        source = pad([example["source_ids"] for example in examples])
+        target_in = pad([example["target_ids"][:-1] for example in examples])
+        target_out = pad([example["target_ids"][1:] for example in examples])
+        target_mask = real_tokens(target_in)
+        return {
+            "source_ids": source,
+            "source_mask": real_tokens(source),
+            "target_ids": target_in,
+            "target_mask": target_mask,
+            "labels": torch.where(target_mask.bool(), target_out, IGNORE_INDEX),
+        }
+
+
+def read_meta(encoded_dir: Path) -> dict[str, Any]:
+    """encode's meta.json: task, vocab_size, special token ids, splits."""
+    return json.loads((encoded_dir / META).read_text(encoding="utf-8"))

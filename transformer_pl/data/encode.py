@@ -1,0 +1,203 @@
+"""Encode: token ids as Arrow datasets, one `save_to_disk` folder per split, plus `meta.json`.
+
+    classify   train, val, test          input_ids ([CLS] … [SEP], at most max_length), label
+               pretrain, pretrain_val    input_ids: packed blocks of train + unlabeled text / of
+                                         val text, for masked-LM pretraining
+    lm         train, val, test          input_ids: packed blocks
+    translate  train, val, test          source_ids (at most max_length),
+                                         target_ids ([BOS] … [EOS], at most max_length)
+
+Packing: each text's ids followed by [EOS], concatenated in split order and cut every
+`block_size` ids; only the last block may be shorter, so no token is dropped. Tokenizing uses
+`datasets.Dataset.map(batched=True)` with the fast tokenizer's `encode_batch`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetInfo, Features, Sequence, Value
+from datasets.table import InMemoryTable
+from tokenizers import Tokenizer
+
+from transformer_pl.config import DatasetSpec, EncodeParams
+from transformer_pl.data.tokenizer import BOS_ID, CLS_ID, EOS_ID, SEP_ID, SPECIAL_TOKENS
+
+META = "meta.json"
+MAP_BATCH_SIZE = 1000
+TOKEN_IDS = Sequence(Value("int32"))
+
+
+def pack_blocks(ids: np.ndarray, block_size: int) -> pa.ListArray:
+    """Consecutive ids cut into lists of `block_size` (the last one may be shorter)."""
+    offsets = np.append(np.arange(0, len(ids), block_size), len(ids)).astype("int32")
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids, pa.int32()))
+
+
+def encode_splits(
+    frames: dict[str, pd.DataFrame],
+    tokenizer_path: Path,
+    spec: DatasetSpec,
+    params: EncodeParams,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Write every encoded split under `out_dir` (replacing it); returns meta.json's content.
+    Each text is tokenized once; classification sequences and pretraining blocks share the ids."""
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    # Fingerprints from the inputs, so that the saved datasets are byte-for-byte reproducible.
+    fingerprint = _digest(tokenizer_path.read_bytes(), params.model_dump_json().encode())
+    encoder = _Encoder(tokenizer, params, fingerprint)
+    encoded: dict[str, Dataset] = {}
+    if spec.task == "translate":
+        for split in ("train", "val", "test"):
+            encoded[split] = encoder.translation(frames[split], split)
+    else:
+        ids = {split: encoder.token_ids(frame, split) for split, frame in frames.items()}
+        if spec.task == "classify":
+            for split in ("train", "val", "test"):
+                encoded[split] = encoder.classification(ids[split], split)
+            pretrain = [ids[split] for split in ("train", "unlabeled") if split in ids]
+            encoded["pretrain"] = encoder.packed(pretrain, "pretrain")
+            encoded["pretrain_val"] = encoder.packed([ids["val"]], "pretrain_val")
+        else:
+            for split in ("train", "val", "test"):
+                encoded[split] = encoder.packed([ids[split]], split)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    for split, dataset in encoded.items():
+        dataset.save_to_disk(str(out_dir / split))
+    meta = {
+        "task": spec.task,
+        "vocab_size": tokenizer.get_vocab_size(),
+        "special_tokens": {token: index for index, token in enumerate(SPECIAL_TOKENS)},
+        "max_length": params.max_length,
+        "block_size": params.block_size,
+        "splits": {
+            split: {
+                "rows": len(dataset),
+                "columns": dataset.column_names,
+                "tokens": _token_count(dataset),
+            }
+            for split, dataset in encoded.items()
+        },
+        "truncated": encoder.truncated,
+    }
+    (out_dir / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
+class _Encoder:
+    def __init__(self, tokenizer: Tokenizer, params: EncodeParams, fingerprint: str) -> None:
+        self.tokenizer = tokenizer
+        self.params = params
+        self.fingerprint = fingerprint
+        self.truncated: dict[str, int] = {}  # split -> sequences cut to max_length
+
+    def token_ids(self, frame: pd.DataFrame, split: str) -> Dataset:
+        """The texts' ids without special tokens (`input_ids`), and their labels if any."""
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            encodings = self.tokenizer.encode_batch(batch["text"], add_special_tokens=False)
+            return {"input_ids": [encoding.ids for encoding in encodings]}
+
+        if "label" in frame:
+            features = {"input_ids": TOKEN_IDS, "label": Value("int64")}
+            return self._map(frame[["text", "label"]], encode, split, "ids", features)
+        return self._map(frame[["text"]], encode, split, "ids", {"input_ids": TOKEN_IDS})
+
+    def classification(self, ids: Dataset, split: str) -> Dataset:
+        """[CLS] ids [SEP], the ids cut to fit `max_length`."""
+        room = self.params.max_length - 2
+
+        def wrap(batch: dict[str, list]) -> dict[str, list]:
+            return {
+                "input_ids": [[CLS_ID, *text[:room], SEP_ID] for text in batch["input_ids"]],
+                "truncated": [len(text) > room for text in batch["input_ids"]],
+            }
+
+        features = {"input_ids": TOKEN_IDS, "label": Value("int64"), "truncated": Value("bool")}
+        return self._map(ids, wrap, split, "classification", features)
+
+    def translation(self, frame: pd.DataFrame, split: str) -> Dataset:
+        limit = self.params.max_length
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            sources = self.tokenizer.encode_batch(batch["text"], add_special_tokens=False)
+            targets = self.tokenizer.encode_batch(batch["target"], add_special_tokens=False)
+            return {
+                "source_ids": [e.ids[:limit] for e in sources],
+                "target_ids": [[BOS_ID, *e.ids[: limit - 2], EOS_ID] for e in targets],
+                "truncated": [
+                    len(source.ids) > limit or len(target.ids) > limit - 2
+                    for source, target in zip(sources, targets, strict=True)
+                ],
+            }
+
+        features = {"source_ids": TOKEN_IDS, "target_ids": TOKEN_IDS, "truncated": Value("bool")}
+        return self._map(frame[["text", "target"]], encode, split, "pairs", features)
+
+    def packed(self, parts: list[Dataset], split: str) -> Dataset:
+        """The parts' texts in order, each followed by [EOS], cut into blocks."""
+        lists = pa.concat_arrays([part.data.column("input_ids").combine_chunks() for part in parts])
+        ids = lists.flatten().to_numpy()
+        ends = lists.offsets.to_numpy()[1:] - lists.offsets.to_numpy()[0]
+        with_eos = np.insert(ids, ends, EOS_ID)
+        table = pa.table({"input_ids": pack_blocks(with_eos, self.params.block_size)})
+        return Dataset(
+            InMemoryTable(table),
+            info=DatasetInfo(features=Features({"input_ids": TOKEN_IDS})),
+            fingerprint=self._fingerprint(split, "packed"),
+        )
+
+    def _map(
+        self,
+        source: pd.DataFrame | Dataset,
+        encode: Callable[[dict[str, list]], dict[str, list]],
+        split: str,
+        step: str,
+        features: dict[str, Any],
+    ) -> Dataset:
+        """`encode` over the rows in batches; the output has exactly `features`' columns. A
+        `truncated` column is counted into `self.truncated` and dropped."""
+        if isinstance(source, pd.DataFrame):
+            table = pa.Table.from_pandas(source.reset_index(drop=True), preserve_index=False)
+            source = Dataset(InMemoryTable(table), fingerprint=self._fingerprint(split, "text"))
+        encoded = source.map(
+            encode,
+            batched=True,
+            batch_size=MAP_BATCH_SIZE,
+            remove_columns=[name for name in source.column_names if name not in features],
+            features=Features(features),
+            num_proc=self.params.num_proc if self.params.num_proc > 1 else None,
+            new_fingerprint=self._fingerprint(split, step),
+            desc=f"encoding {split} ({step})",
+        )
+        if "truncated" in features:
+            self.truncated[split] = int(pc.sum(encoded.data.column("truncated")).as_py() or 0)
+            encoded = encoded.remove_columns("truncated")
+        return encoded
+
+    def _fingerprint(self, *parts: str) -> str:
+        return _digest(self.fingerprint.encode(), *(part.encode() for part in parts))
+
+
+def _token_count(dataset: Dataset) -> int:
+    columns = [name for name in dataset.column_names if name.endswith("_ids")]
+    lengths = (pc.list_value_length(dataset.data.column(name)) for name in columns)
+    return sum(int(pc.sum(length).as_py() or 0) for length in lengths)
+
+
+def _digest(*parts: bytes) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(part)
+    return hasher.hexdigest()[:16]
