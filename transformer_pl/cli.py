@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -70,6 +71,9 @@ def show_params(profile: ProfileOption = None, params_file: ParamsOption = None)
 @app.command("run")
 def run_pipeline(profile: ProfileOption = None, params_file: ParamsOption = None) -> None:
     """Run the whole pipeline as a Prefect flow (cached stages are skipped), tracked in MLflow."""
+    # Without PREFECT_API_URL the flow starts a temporary server; Prefect's 20 s allowance for
+    # that is too short on a busy small machine. Read when Prefect is imported, just below.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from pipelines.flows import headline, pipeline_flow
     from transformer_pl.stages import StageError
 

@@ -123,7 +123,8 @@ def dvc_md5(path: str | Path) -> str:
     entries = [
         {"md5": _file_md5(file), "relpath": file.relative_to(path).as_posix()}
         for file in path.rglob("*")
-        if file.is_file()
+        # As .dvcignore says: byte-code caches are not inputs.
+        if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".pyc"
     ]
     entries.sort(key=lambda entry: entry["relpath"])
     listing = json.dumps(entries, sort_keys=True).encode("utf-8")

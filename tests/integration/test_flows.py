@@ -1,0 +1,211 @@
+"""The data flow through real Prefect (ephemeral API server), DVC and the real stages, on a
+temporary copy of the project: outputs and a clean `dvc status` after a run, a nothing-changed
+re-run served from the cache, a params change re-running from the stage it touches, and a bad
+input failing the flow at validation without retries."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from typer.testing import CliRunner
+
+from pipelines import flows
+from transformer_pl.cli import app
+from transformer_pl.config import load_params
+from transformer_pl.stages import STAGES, StageError
+
+STATE_RECORDING_TIMEOUT_SECONDS = 60
+
+MakeWorkspace = Callable[[str], Path]  # fixtures of conftest.py
+WriteSst2Slice = Callable[..., Path]
+
+
+def _edit_params(project: Path, **changes: Any) -> None:
+    """Set dotted keys in the project's params.yaml."""
+    path = project / "params.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        section = raw
+        for part in parents:
+            section = section.setdefault(part, {})
+        section[leaf] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def project(make_workspace: MakeWorkspace, shared_data: Path) -> Iterator[Path]:
+    """A workspace (tiny profile, SST-2 slice) with its own MLflow store, as working directory."""
+    root = make_workspace("flows")
+    with pytest.MonkeyPatch.context() as env:
+        env.chdir(root)
+        env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        env.setenv("TPL_DATA_DIR", str(shared_data))
+        env.delenv("TPL_PROFILE", raising=False)
+        env.delenv("TPL_PARAMS", raising=False)
+        yield root
+
+
+def _task_runs(state: State) -> dict[str, TaskRun]:
+    """The flow run's task runs by task name (the stage name), once all are final.
+
+    Task run states reach the API as events, recorded a moment after the flow returns.
+    """
+    flow_run_filter = FlowRunFilter(id={"any_": [state.state_details.flow_run_id]})
+    deadline = time.monotonic() + STATE_RECORDING_TIMEOUT_SECONDS
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=flow_run_filter)
+            if all(run.state and run.state.is_final() for run in runs):
+                return {run.name.rsplit("-", 1)[0]: run for run in runs}
+            assert time.monotonic() < deadline, f"task runs not final: {runs}"
+            time.sleep(0.5)
+
+
+def _state_names(state: State) -> dict[str, str]:
+    return {name: run.state_name for name, run in _task_runs(state).items()}
+
+
+def _assert_dvc_clean(project: Path, stages: list[str]) -> None:
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", *stages],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "up to date" in status.stdout, f"dvc status not clean:\n{status.stdout}"
+
+
+@pytest.fixture(scope="module")
+def first_run(project: Path) -> State:
+    return flows.data_flow(profile="tiny", return_state=True)
+
+
+def test_every_stage_belongs_to_exactly_one_flow() -> None:
+    for name in STAGES:
+        groups = [group for group, names in flows.STAGE_GROUPS.items() if name in names]
+        assert len(groups) == 1, f"stage {name} is in groups {groups}"
+    assert flows.group_stages("data") == [name for name in STAGES if name in flows.DATA_STAGES]
+
+
+def test_record_profile_edits_only_the_value(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 1\nprofile: default  # chosen overlay\nprofiles:\n  tiny: {}\n")
+    assert flows.record_profile(path, "tiny")
+    assert path.read_text() == "seed: 1\nprofile: tiny  # chosen overlay\nprofiles:\n  tiny: {}\n"
+    assert not flows.record_profile(path, "tiny")
+
+
+def test_data_flow_writes_outputs_and_dvc_agrees(project: Path, first_run: State) -> None:
+    assert first_run.is_completed(), first_run.message
+    data_stages = flows.group_stages("data")
+    assert set(_state_names(first_run).values()) == {"Completed"}
+    assert set(_task_runs(first_run)) == set(data_stages)
+    for name in data_stages:
+        for output in flows.stage_outputs(STAGES[name]):
+            assert (project / output).exists(), f"{name} did not write {output}"
+    assert "profile: tiny" in (project / "params.yaml").read_text()
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert set(data_stages) <= set(lock["stages"])
+    _assert_dvc_clean(project, flows.group_stages("data"))
+
+    flow_run_filter = FlowRunFilter(id={"any_": [first_run.state_details.flow_run_id]})
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(flow_run_filter=flow_run_filter)
+    assert artifact.key == flows.SUMMARY_ARTIFACT_KEY
+    assert "| validation | passed" in artifact.data
+    assert all(f"## {name}" in artifact.data for name in data_stages)
+
+
+def test_rerun_with_nothing_changed_is_cached(project: Path, first_run: State) -> None:
+    summaries = first_run.result().stages
+    rerun = flows.data_flow(profile="tiny", return_state=True)
+    assert set(_state_names(rerun).values()) == {"Cached"}
+    assert rerun.result().stages == summaries
+    _assert_dvc_clean(project, flows.group_stages("data"))
+
+
+def test_deleted_output_reruns_its_stage(project: Path, first_run: State) -> None:
+    shutil.rmtree(project / STAGES["encode"].outs[0])
+    rerun = flows.data_flow(profile="tiny", return_state=True)
+    states = _state_names(rerun)
+    assert states.pop("encode") == "Completed"
+    assert set(states.values()) == {"Cached"}
+    _assert_dvc_clean(project, flows.group_stages("data"))
+
+
+def test_changed_clean_param_reruns_from_clean_on(project: Path, first_run: State) -> None:
+    profiles = yaml.safe_load((project / "params.yaml").read_text())["profiles"]
+    smaller = profiles["tiny"]["clean"]["max_rows_per_split"] // 2
+    _edit_params(project, **{"profiles.tiny.clean.max_rows_per_split": smaller})
+    rerun = flows.data_flow(profile="tiny", return_state=True)
+    states = _state_names(rerun)
+    assert states.pop("ingest") == "Cached"
+    assert set(states.values()) == {"Completed"}
+    _assert_dvc_clean(project, flows.group_stages("data"))
+
+
+def test_unknown_labels_fail_the_flow_at_validation(
+    project: Path, first_run: State, write_sst2_slice: WriteSst2Slice
+) -> None:
+    # A third of the rows carry an unknown label: clean quarantines them, and the quarantined
+    # fraction breaks validation's limit.
+    bad_source = write_sst2_slice(project.parent / "sst2-unknown-labels", unknown_label_every=3)
+    _edit_params(project, **{"datasets.sst2.path": str(bad_source)})
+    failed = flows.data_flow(profile="tiny", return_state=True)
+
+    assert failed.is_failed()
+    with pytest.raises(StageError, match=r"(?s)data validation failed.*quarantine_fraction"):
+        failed.result()
+    runs = _task_runs(failed)
+    assert runs["validate"].state_name == "Failed"
+    assert runs["validate"].run_count == 1, "a refused input must not be retried"
+    assert flows.STAGE_TASKS["validate"].retries > 0  # ... although transient failures are
+    data_stages = flows.group_stages("data")
+    downstream = data_stages[data_stages.index("validate") + 1 :]
+    assert not set(downstream) & set(runs), f"stages after validate ran: {sorted(runs)}"
+
+
+@pytest.mark.slow  # trains the tiny model
+def test_tpl_run_tracks_the_pipeline_in_one_mlflow_run(
+    make_workspace: MakeWorkspace, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_workspace("pipeline")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("TPL_DATA_DIR", str(shared_data))
+
+    result = CliRunner().invoke(app, ["run", "--profile", "tiny"])
+
+    assert result.exit_code == 0, result.output
+    assert "validation: passed" in result.output
+    assert "registry: " in result.output
+    run_id = re.search(r"/runs/(\w+)", result.output)[1]
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["profile"] == "tiny"
+    assert "prefect.flow_run_id" in run.data.tags
+    tiny = load_params(root / "params.yaml", "tiny")
+    assert run.data.params["clean.max_rows_per_split"] == str(tiny.clean.max_rows_per_split)
+    stage_runs = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+    )
+    assert {stage.data.tags["stage"] for stage in stage_runs} == set(STAGES)
+    _assert_dvc_clean(root, list(STAGES))
