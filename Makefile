@@ -21,7 +21,7 @@ ifneq ($(wildcard ../shared/data),)
 export TPL_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install run test test-all ui serve bench lint format clean
+.PHONY: install run test test-fast ui serve bench lint format clean
 
 install: $(STAMP)
 
@@ -36,11 +36,11 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)  ## the whole pipeline on embedded defaults
 	$(BIN)/tpl run --profile $(PROFILE)
 
-test: $(STAMP)  ## the test suite (slow tests excluded; see test-all)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
-
-test-all: $(STAMP)
+test: $(STAMP)  ## the whole test suite, end-to-end pipeline runs included (~15 min on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## unit and integration tests without the slow ones (~4 min)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ui: $(STAMP)  ## MLflow UI on the same store the pipeline writes to
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} --host 127.0.0.1 --port 5000

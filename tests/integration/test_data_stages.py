@@ -117,9 +117,14 @@ def test_tiny_profile_runs_the_imdb_data_path_in_seconds(make_project, shared_da
     summaries = run_stages(root, DATA_STAGE_NAMES, profile="tiny")
     elapsed = time.perf_counter() - started
     assert elapsed < 120, f"tiny IMDB data path took {elapsed:.0f} s"
-    assert summaries["clean"]["rows_in"] == 1200  # 400 sampled from each of 3 splits
+    sample = load_params(root / "params.yaml", "tiny").clean.max_rows_per_split
+    assert summaries["clean"]["rows_in"] == 3 * sample  # sampled from train, test, unlabeled
     assert summaries["ingest"]["splits"]["unlabeled"]["rows"] == 50_000
-    assert summaries["split"]["label_counts"]["val"] == {"negative": 20, "positive": 20}
+    half_of_val = sample // 10 // 2  # val: 10% of the sampled train rows, stratified
+    assert summaries["split"]["label_counts"]["val"] == {
+        "negative": half_of_val,
+        "positive": half_of_val,
+    }
     encode = summaries["encode"]
     assert encode["splits"]["train"]["columns"] == ["input_ids", "label"]
     assert encode["splits"]["pretrain"]["columns"] == ["input_ids"]

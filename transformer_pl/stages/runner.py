@@ -25,10 +25,7 @@ _METRIC_NAME_UNSAFE = re.compile(r"[^\w\-. :/]")  # characters MLflow refuses in
 
 def is_global_zero() -> bool:
     """False on the non-zero ranks of a torchrun/SLURM launch: those neither track nor write."""
-    for variable in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(variable, "0") != "0":
-            return False
-    return True
+    return all(os.environ.get(variable, "0") == "0" for variable in ("RANK", "SLURM_PROCID"))
 
 
 def _dotted(values: Mapping[str, Any], key: str) -> Any:
