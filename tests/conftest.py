@@ -1,10 +1,20 @@
-"""Shared fixtures. The offline settings are set at import, before any test imports a library
-that reads them (Hugging Face, GX, DVC and MLflow phone home otherwise)."""
+"""Shared fixtures. The environment is set at import, before any test imports a library that reads
+it: offline settings (Hugging Face, GX, DVC, MLflow and Prefect phone home otherwise), and Prefect
+on a temporary home of its own, so that flows called here — in this process or in a `tpl`
+subprocess, which inherits the environment — start Prefect's ephemeral API server on a throwaway
+database, not the developer's.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,15 +24,40 @@ import yaml
 
 from transformer_pl.config import deep_merge
 
-for _name, _value in {
+OFFLINE_ENV = {
+    "DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
-    "DO_NOT_TRACK": "true",
     "GX_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-}.items():
+    "TOKENIZERS_PARALLELISM": "false",
+}
+for _name, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_name, _value)
+
+# An ephemeral server (no PREFECT_API_URL) on its own database, not the developer's.
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tpl-prefect-home-")
+# Registered before Prefect registers its server shutdown, so it runs after it.
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# Prefect's console logs go to stderr, which pytest captures; skip its rich formatting.
+os.environ.setdefault("PREFECT_LOGGING_COLORS", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_ephemeral_prefect_server() -> Iterator[None]:
+    """Stop the ephemeral server a flow started while pytest still captures its last log line."""
+    yield
+    if "prefect" in sys.modules:
+        from prefect.logging.handlers import APILogWorker
+        from prefect.server.api.server import SubprocessASGIServer
+
+        APILogWorker.drain_all(timeout=5)  # send the logs still queued while the server is up
+        SubprocessASGIServer().stop()
+
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +72,56 @@ def shared_data() -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TPL_DATA_DIR", str(path.resolve()))
         yield path
+
+
+BYTECODE = shutil.ignore_patterns("__pycache__")  # as in a fresh checkout
+MakeWorkspace = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def make_workspace(tmp_path_factory: pytest.TempPathFactory) -> MakeWorkspace:
+    """`make_workspace(name, dataset=None, dataset_path=None)`: a git + DVC workspace holding the
+    project's params.yaml, dvc.yaml and .dvcignore, and the code files the stages depend on.
+
+    params.yaml is the real one (dataset imdb from $TPL_DATA_DIR) unless `dataset` selects another
+    spec; `dataset_path` points the selected spec's `path` at another folder.
+    """
+    from transformer_pl.stages import STAGES
+
+    produced = {out for spec in STAGES.values() for out in (*spec.outs, *spec.metrics, *spec.plots)}
+    code_deps = {dep for spec in STAGES.values() for dep in spec.deps if dep not in produced}
+
+    def make(name: str, dataset: str | None = None, dataset_path: Path | None = None) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        for dep in sorted(code_deps):
+            (root / dep).parent.mkdir(parents=True, exist_ok=True)
+            if (PROJECT_ROOT / dep).is_dir():
+                shutil.copytree(PROJECT_ROOT / dep, root / dep, ignore=BYTECODE)
+            else:
+                shutil.copy(PROJECT_ROOT / dep, root / dep)
+        shutil.copy(PROJECT_ROOT / "dvc.yaml", root / "dvc.yaml")
+        params = (PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8")
+        # Line edits, so that the copy keeps the real file's layout (the flows edit it too).
+        if dataset is not None:
+            params, chosen = re.subn(r"(?m)^dataset: .*$", f"dataset: {dataset}", params)
+            assert chosen == 1, "params.yaml no longer has a top-level `dataset:` line"
+        if dataset_path is not None:
+            selected = re.search(r"(?m)^dataset: *(\S+)", params)[1]
+            params, pointed = re.subn(
+                rf"(?m)^(  {re.escape(selected)}:\n(?:    .*\n)*?    path: ).*$",
+                lambda match: f"{match[1]}{dataset_path}",
+                params,
+            )
+            assert pointed == 1, f"params.yaml has no `path:` in the '{selected}' spec"
+        (root / "params.yaml").write_text(params, encoding="utf-8")
+        subprocess.run(["git", "init", "--quiet"], cwd=root, check=True)
+        subprocess.run([sys.executable, "-m", "dvc", "init", "--quiet"], cwd=root, check=True)
+        for config in (".dvc/config", ".dvcignore"):
+            if (PROJECT_ROOT / config).is_file():
+                shutil.copy(PROJECT_ROOT / config, root / config)
+        return root
+
+    return make
 
 
 MakeProject = Callable[..., Path]

@@ -1,0 +1,334 @@
+"""The pipeline as a user runs it, on the real IMDB data with the `tiny` profile (what CI's
+end-to-end run uses): `tpl run` trains a model that beats chance, registers it with its lineage
+and leaves DVC clean; `tpl predict` serves it; a second `tpl run` is all cache; `dvc repro` in a
+fresh checkout reproduces the same test metrics; a corrupted source stops at validation.
+
+Every command is a process of its own in a throwaway workspace (see conftest.py), so this checks
+the installed `tpl` entry point, Prefect's temporary server, MLflow's store and DVC together.
+One `tpl run` is shared by the module's tests (it takes minutes on a 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from transformer_pl.config import load_params
+from transformer_pl.stages import STAGES
+
+MakeE2eWorkspace = Callable[..., Any]  # conftest.py: e2e_workspace(name, dataset_path=None)
+
+PROFILE = "tiny"
+DATASET = "imdb"
+EVALUATION_METRICS = "metrics/evaluate.json"
+# The tiny profile samples 800 rows per split; IMDB's test set is balanced, so chance is 0.5
+# with a standard error of sqrt(0.25 / 800) ≈ 0.018. 0.55 is nearly 3 standard errors above it:
+# a model that learned nothing fails. (The tiny run measured ~0.64 on this data.)
+MIN_TEST_ACCURACY = 0.55
+# Test-set metrics that depend only on params, data and seed (timings and latencies do not).
+TIMING = re.compile(r"seconds|latency|_ms$|per_second")
+MLFLOW_RUN_ID = re.compile(r"MLflow run: \S*/runs/(\w+)")
+# Stage outputs free of timestamps and absolute paths (unlike Data Docs, checkpoints and
+# training summaries), so byte-identical when a run is reproduced.
+DETERMINISTIC_DATA = (
+    "data/raw",
+    "data/interim/clean",
+    "data/quarantine",
+    "data/processed/splits",
+    "data/processed/tokenizer.json",
+    "data/processed/encoded",
+)
+MODEL_WEIGHTS = ("models/pretrain/model.safetensors", "models/finetune/model.safetensors")
+COMMAND_TIMEOUT_SECONDS = 1200
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    workspace: Any  # conftest.Workspace
+    stdout: str
+    stderr: str
+    wall_seconds: float
+    mlflow_run_id: str
+
+
+def _tpl_run(workspace: Any) -> PipelineRun:
+    started = time.perf_counter()
+    result = workspace.tpl("run", "--profile", PROFILE)
+    wall_seconds = time.perf_counter() - started
+    assert result.returncode == 0, f"tpl run failed:\n{result.stdout}\n{result.stderr[-6000:]}"
+    run_id = MLFLOW_RUN_ID.search(result.stdout)
+    assert run_id, f"tpl run printed no MLflow run:\n{result.stdout}"
+    return PipelineRun(workspace, result.stdout, result.stderr, wall_seconds, run_id[1])
+
+
+def _metrics(root: Path) -> dict[str, Any]:
+    return json.loads((root / EVALUATION_METRICS).read_text(encoding="utf-8"))
+
+
+def _test_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        key: value
+        for key, value in metrics.items()
+        if key.startswith(("test_", "baseline_test_")) and not TIMING.search(key)
+    }
+
+
+def _dvc_status(workspace: Any) -> dict[str, Any]:
+    result = workspace.dvc("status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _locked_dep_hashes(root: Path, stage: str) -> dict[str, str]:
+    lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))
+    return {dep["path"]: dep["md5"] for dep in lock["stages"][stage]["deps"]}
+
+
+def _dvc_tags(tags: dict[str, str]) -> dict[str, str]:
+    return {
+        key.removeprefix("dvc."): value for key, value in tags.items() if key.startswith("dvc.")
+    }
+
+
+def _stage_runs(client: MlflowClient, parent: Run) -> list[Run]:
+    return client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+
+
+def _model_name(root: Path) -> str:
+    return load_params(root / "params.yaml", PROFILE).model_name
+
+
+# --- one full run, shared ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def first_run(e2e_workspace: MakeE2eWorkspace) -> PipelineRun:
+    return _tpl_run(e2e_workspace("prefect-run"))
+
+
+@pytest.fixture(scope="module")
+def client(first_run: PipelineRun) -> MlflowClient:
+    return MlflowClient(first_run.workspace.tracking_uri)
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    workspace: Any  # conftest.Workspace
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reproduction(
+    e2e_workspace: MakeE2eWorkspace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Reproduction]:
+    """`dvc repro` of the tiny profile in a fresh workspace, started before the module's first
+    test and left running in the background at the lowest CPU priority: it takes the cycles the
+    Prefect run and the other tests leave idle (process start-up, Prefect's server, MLflow and
+    DVC are mostly single-threaded) without slowing them much; the test comparing the two
+    runs waits for it."""
+    workspace = e2e_workspace("dvc-repro", profile=PROFILE)
+    log = tmp_path_factory.mktemp("logs") / "dvc-repro.log"
+    process = workspace.start("nice", "-n", "19", sys.executable, "-m", "dvc", "repro", log=log)
+    try:
+        yield Reproduction(workspace, process, log)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+def test_tiny_run_beats_chance_beside_the_baseline(first_run: PipelineRun) -> None:
+    metrics = _metrics(first_run.workspace.root)
+    assert metrics["dataset"] == DATASET
+    assert metrics["test_accuracy"] > MIN_TEST_ACCURACY, metrics
+    assert 0.5 < metrics["baseline_test_accuracy"] <= 1.0, metrics
+    # What the user reads at the end of the run: the same numbers, side by side.
+    assert re.search(r"(?m)^test_accuracy: \S+ \(baseline \S+\)$", first_run.stdout)
+    assert "validation: passed" in first_run.stdout
+
+
+def test_tiny_run_registers_champion_with_lineage(
+    first_run: PipelineRun, client: MlflowClient
+) -> None:
+    root = first_run.workspace.root
+    name = _model_name(root)
+    (version,) = client.search_model_versions(f"name = '{name}'")
+    # The first version is both the latest (challenger) and the serving one (champion).
+    assert client.get_model_version_by_alias(name, "champion").version == version.version
+    assert client.get_model_version_by_alias(name, "challenger").version == version.version
+
+    tags = version.tags
+    assert tags["git.commit"] == first_run.workspace.git("rev-parse", "HEAD")
+    assert tags["dataset"] == DATASET
+    assert tags["profile"] == PROFILE
+    # The data and model the version was made from, as dvc.lock records them.
+    assert _dvc_tags(tags) == _locked_dep_hashes(root, "register")
+    assert float(tags["metric.test_accuracy"]) == _metrics(root)["test_accuracy"]
+    (register_run,) = (
+        run
+        for run in _stage_runs(client, client.get_run(first_run.mlflow_run_id))
+        if run.data.tags["stage"] == "register"
+    )
+    assert tags["prefect.flow_run_id"] == register_run.data.tags["prefect.flow_run_id"]
+    assert version.run_id == register_run.info.run_id
+
+
+def test_tiny_run_tracks_one_parent_run_with_a_nested_run_per_stage(
+    first_run: PipelineRun, client: MlflowClient
+) -> None:
+    root = first_run.workspace.root
+    parent = client.get_run(first_run.mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["profile"] == PROFILE
+    stage_runs = {run.data.tags["stage"]: run for run in _stage_runs(client, parent)}
+    assert len(stage_runs) == len(STAGES) == 10
+    assert set(stage_runs) == set(STAGES)
+    commit = first_run.workspace.git("rev-parse", "HEAD")
+    for name, run in stage_runs.items():
+        tags = run.data.tags
+        assert run.info.status == "FINISHED", name
+        assert (tags["dataset"], tags["profile"], tags["git.commit"]) == (DATASET, PROFILE, commit)
+        assert tags["prefect.flow_run_id"], name
+        # Each stage run names the exact inputs it read: every declared dep, hashed as DVC does.
+        assert _dvc_tags(tags) == _locked_dep_hashes(root, name), name
+
+
+def test_dvc_status_is_clean_after_tiny_run(first_run: PipelineRun) -> None:
+    assert "profile: tiny" in (first_run.workspace.root / "params.yaml").read_text()
+    assert _dvc_status(first_run.workspace) == {}
+
+
+def test_predict_classifies_with_the_registered_champion(first_run: PipelineRun) -> None:
+    text = "A wonderful film: moving, funny and beautifully acted."
+    result = first_run.workspace.tpl("predict", text)
+    assert result.returncode == 0, result.stderr
+    label, probabilities, echoed = result.stdout.strip().split("\t")
+    assert label in {"negative", "positive"}
+    assert re.fullmatch(r"negative=[01]\.\d{3}  positive=[01]\.\d{3}", probabilities)
+    assert echoed == text
+
+
+def test_rerun_with_nothing_changed_skips_every_stage(
+    first_run: PipelineRun, client: MlflowClient
+) -> None:
+    rerun = _tpl_run(first_run.workspace)
+    print(f"first run {first_run.wall_seconds:.1f} s, cached rerun {rerun.wall_seconds:.1f} s")
+
+    for name in STAGES:
+        assert f"{name}: skipped (cached)" in rerun.stderr, f"{name} was not served from cache"
+    # Nothing ran: the new parent run has no stage runs, and no version was registered.
+    assert _stage_runs(client, client.get_run(rerun.mlflow_run_id)) == []
+    assert len(client.search_model_versions(f"name = '{_model_name(rerun.workspace.root)}'")) == 1
+    assert _dvc_status(rerun.workspace) == {}
+    # Start-up (Prefect's temporary server, imports) is most of a cached run; training is gone.
+    # (Even while the background `dvc repro` may still share the CPU.)
+    assert rerun.wall_seconds < first_run.wall_seconds / 2
+
+
+# --- a corrupted source -----------------------------------------------------------------------
+
+
+def _write_imdb_with_unknown_labels(shared_data: Path, folder: Path, unknown_every: int) -> Path:
+    """A small copy of IMDB in its own format (same file names, gzipped CSV) whose every
+    `unknown_every`-th labelled row has a label the dataset spec does not know."""
+    folder.mkdir(parents=True)
+    unlabeled = "unsup.csv.gz"
+    for name, rows in {"train.csv.gz": 300, "test.csv.gz": 300, unlabeled: 100}.items():
+        # Labelled files hold label 0 rows, then label 1 rows: read them whole for both classes.
+        frame = pd.read_csv(shared_data / DATASET / name, nrows=rows if name == unlabeled else None)
+        frame = frame.groupby("label", group_keys=False).head(rows // frame["label"].nunique())
+        if name != unlabeled:
+            frame["label"] = frame["label"].astype(str)
+            frame.iloc[::unknown_every, frame.columns.get_loc("label")] = "maybe"
+        with gzip.open(folder / name, "wt", encoding="utf-8", newline="") as handle:
+            frame.to_csv(handle, index=False)
+    return folder
+
+
+def test_unknown_labels_stop_the_run_at_validation_and_register_nothing(
+    e2e_workspace: MakeE2eWorkspace, shared_data: Path, tmp_path: Path
+) -> None:
+    # A third of the labels are unknown: clean quarantines those rows, and the quarantined
+    # fraction is far above validate.max_quarantine_fraction (0.05).
+    source = _write_imdb_with_unknown_labels(shared_data, tmp_path / "imdb-bad", unknown_every=3)
+    workspace = e2e_workspace("corrupted", dataset_path=source)
+
+    result = workspace.tpl("run", "--profile", PROFILE)
+
+    assert result.returncode != 0, result.stdout
+    assert "pipeline failed: data validation failed" in result.stderr, result.stderr[-6000:]
+    assert re.search(
+        r"imdb\.summary: expect_column_values_to_be_between on 'quarantine_fraction'.* failed",
+        result.stderr,
+    ), result.stderr[-6000:]
+    assert " will start " not in result.stderr, "a refused input must not be retried"
+    assert not (workspace.root / "data/processed").exists(), "a stage after validate ran"
+    assert not (workspace.root / "models").exists()
+    client = MlflowClient(workspace.tracking_uri)
+    assert client.search_registered_models() == []
+    # MLflow records the failure where it happened, and no stage after it.
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    runs = {run.data.tags["stage"]: run.info.status for run in client.search_runs(experiments)}
+    assert runs == {
+        "pipeline": "FAILED",
+        "ingest": "FINISHED",
+        "clean": "FINISHED",
+        "validate": "FAILED",
+    }
+
+
+# --- the same pipeline through DVC ------------------------------------------------------------
+
+
+def _file_md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def _locked_out_hashes(root: Path) -> dict[str, str]:
+    lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))
+    return {out["path"]: out["md5"] for entry in lock["stages"].values() for out in entry["outs"]}
+
+
+def test_dvc_repro_reproduces_the_prefect_run(
+    first_run: PipelineRun, reproduction: Reproduction
+) -> None:
+    workspace = reproduction.workspace
+    returncode = reproduction.process.wait(timeout=COMMAND_TIMEOUT_SECONDS)
+    assert returncode == 0, reproduction.log.read_text(errors="replace")[-6000:]
+
+    # Same params, data and seed on the same CPU: the same data, the same weights, and so the
+    # same test metrics, whichever runner ran the stages (one process, or one per stage).
+    expected = _test_metrics(_metrics(first_run.workspace.root))
+    assert "test_accuracy" in expected
+    assert _test_metrics(_metrics(workspace.root)) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    ours, theirs = _locked_out_hashes(workspace.root), _locked_out_hashes(first_run.workspace.root)
+    for data in DETERMINISTIC_DATA:
+        assert ours[data] == theirs[data], f"{data} differs between dvc repro and tpl run"
+    for weights in MODEL_WEIGHTS:
+        assert _file_md5(workspace.root / weights) == _file_md5(first_run.workspace.root / weights)
+
+    again = workspace.dvc("repro")
+    assert again.returncode == 0, again.stderr
+    assert "Data and pipelines are up to date." in again.stdout, again.stdout
+    assert _dvc_status(workspace) == {}
