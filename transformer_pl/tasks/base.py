@@ -84,6 +84,25 @@ class TransformerTask(pl.LightningModule):
             self.model, self.optim, self.trainer.estimated_stepping_batches, self.lr_scales()
         )
 
+    # --- steps ------------------------------------------------------------------------------
+
+    def _step(self, batch: Batch, training: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Loss, predictions and their targets; `training` turns on training-only loss terms
+        (label smoothing), so val/test report the plain cross-entropy."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, predictions, targets = self._step(batch, training=True)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/accuracy", (predictions == targets).float().mean())
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.eval_metrics["val"].update(*self._step(batch, training=False))
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self.eval_metrics["test"].update(*self._step(batch, training=False))
+
     # --- epoch metrics -----------------------------------------------------------------------
 
     def _log_epoch_metrics(self, stage: str) -> None:

@@ -40,7 +40,7 @@ class CausalLMTask(TransformerTask):
     ) -> LMOutput:
         return self.model(input_ids, attention_mask, labels)
 
-    def _step(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+    def _step(self, batch: Batch, training: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Loss, predicted next tokens and their targets, at the predicted positions."""
         labels = batch["labels"]
         output = self(batch["input_ids"], batch["attention_mask"], labels)
@@ -48,15 +48,3 @@ class CausalLMTask(TransformerTask):
         predicted = next_labels != IGNORE_INDEX
         predictions = output.logits[:, :-1].argmax(dim=-1)[predicted]
         return output.loss, predictions, next_labels[predicted]
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss, predictions, targets = self._step(batch)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/accuracy", (predictions == targets).float().mean())
-        return loss
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.eval_metrics["val"].update(*self._step(batch))
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.eval_metrics["test"].update(*self._step(batch))

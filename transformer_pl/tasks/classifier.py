@@ -136,24 +136,14 @@ class ClassifierTask(TransformerTask):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> ClassifierOutput:
         return self.model(input_ids, attention_mask)
 
-    def _step(self, batch: Batch, label_smoothing: float) -> tuple[Tensor, Tensor, Tensor]:
+    def _step(self, batch: Batch, training: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Loss, predicted classes, true classes."""
         labels = batch["labels"]
         logits = self(batch["input_ids"], batch["attention_mask"]).logits
-        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        loss = F.cross_entropy(
+            logits, labels, label_smoothing=self.label_smoothing if training else 0.0
+        )
         return loss, logits.argmax(dim=-1), labels
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss, predictions, labels = self._step(batch, self.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/accuracy", (predictions == labels).float().mean())
-        return loss
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.eval_metrics["val"].update(*self._step(batch, label_smoothing=0.0))
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.eval_metrics["test"].update(*self._step(batch, label_smoothing=0.0))
 
     def export_info(self) -> dict[str, Any]:
         label_names = self.label_names or [str(label) for label in range(self.num_labels)]

@@ -40,21 +40,9 @@ class MaskedLMTask(TransformerTask):
     ) -> LMOutput:
         return self.model(input_ids, attention_mask, labels)
 
-    def _step(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+    def _step(self, batch: Batch, training: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Loss, predicted ids and target ids at the masked positions."""
         labels = batch["labels"]
         output = self(batch["input_ids"], batch["attention_mask"], labels)
         targets = labels[labels != IGNORE_INDEX]  # the order of the model's logits rows
         return output.loss, output.logits.argmax(dim=-1), targets
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss, predictions, targets = self._step(batch)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/accuracy", (predictions == targets).float().mean())
-        return loss
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.eval_metrics["val"].update(*self._step(batch))
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.eval_metrics["test"].update(*self._step(batch))

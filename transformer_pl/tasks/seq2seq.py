@@ -52,7 +52,7 @@ class Seq2SeqTask(TransformerTask):
     ) -> LMOutput:
         return self.model(source_ids, target_ids, source_mask, target_mask, labels, label_smoothing)
 
-    def _step(self, batch: Batch, label_smoothing: float) -> tuple[Tensor, Tensor, Tensor]:
+    def _step(self, batch: Batch, training: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Loss, predicted tokens and their targets, at the labelled positions."""
         labels = batch["labels"]
         output = self(
@@ -61,19 +61,7 @@ class Seq2SeqTask(TransformerTask):
             batch["source_mask"],
             batch["target_mask"],
             labels,
-            label_smoothing,
+            self.label_smoothing if training else 0.0,
         )
         predicted = labels != IGNORE_INDEX
         return output.loss, output.logits.argmax(dim=-1)[predicted], labels[predicted]
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss, predictions, targets = self._step(batch, self.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/accuracy", (predictions == targets).float().mean())
-        return loss
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.eval_metrics["val"].update(*self._step(batch, label_smoothing=0.0))
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.eval_metrics["test"].update(*self._step(batch, label_smoothing=0.0))
