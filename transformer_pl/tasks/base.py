@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from transformer_pl.config import OptimParams
 from transformer_pl.model import (
     CausalLanguageModel,
+    LMOutput,
     MaskedLanguageModel,
     Seq2SeqTransformer,
     SequenceClassifier,
@@ -146,6 +147,29 @@ class TransformerTask(pl.LightningModule):
         }
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         return weights_path
+
+
+class LanguageModelTask(TransformerTask):
+    """A task predicting tokens of its input (masked or next): `model_class` over the config,
+    token-prediction metrics for val and test. Subclasses set the class and define `_step`."""
+
+    model_class: ClassVar[type[nn.Module]]
+
+    def __init__(
+        self,
+        model_config: TransformerConfig | Mapping[str, Any],
+        optim: OptimParams | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(model_config, optim)
+        self.model = self.model_class(self.config)
+        self.eval_metrics = nn.ModuleDict(
+            {stage: TokenPredictionMetrics(self.config.vocab_size) for stage in ("val", "test")}
+        )
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None
+    ) -> LMOutput:
+        return self.model(input_ids, attention_mask, labels)
 
 
 def load_exported_model(directory: str | Path) -> nn.Module:
