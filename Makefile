@@ -21,7 +21,11 @@ ifneq ($(wildcard ../shared/data),)
 export TPL_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install run test test-fast ui serve bench lint format clean
+# A local Prefect server for scheduled runs (`make prefect-server`, then `make deploy`).
+PREFECT_SERVER_PORT ?= 4200
+LOCAL_PREFECT_API := http://127.0.0.1:$(PREFECT_SERVER_PORT)/api
+
+.PHONY: install run test test-fast ui serve prefect-server deploy bench lint format clean
 
 install: $(STAMP)
 
@@ -47,6 +51,12 @@ ui: $(STAMP)  ## MLflow UI on the same store the pipeline writes to
 
 serve: $(STAMP)  ## serve the champion model over HTTP
 	PATH=$(abspath $(BIN)):$$PATH MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} $(BIN)/mlflow models serve -m models:/transformer-pl-$${DATASET:-imdb}@champion --env-manager local --host 127.0.0.1 --port 5001
+
+prefect-server: $(STAMP)  ## a Prefect server (API + UI) on 127.0.0.1 for scheduled runs
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_SERVER_PORT)
+
+deploy: $(STAMP)  ## serve the pipeline on its schedule (params.yaml schedule.cron, or CRON=...)
+	PREFECT_API_URL=$${PREFECT_API_URL:-$(LOCAL_PREFECT_API)} $(BIN)/tpl deploy --profile $(PROFILE) $(if $(CRON),--cron "$(CRON)")
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements.lock transformers==5.24.0

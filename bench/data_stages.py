@@ -92,6 +92,20 @@ def cpu_name() -> str:
     return platform.machine()
 
 
+def offline_env() -> dict[str, str]:
+    """The environment for stage processes: no Hub or telemetry look-ups, the local data copies."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+    }
+    if not env.get("TPL_DATA_DIR") and (PROJECT_ROOT.parent / "shared" / "data").is_dir():
+        env["TPL_DATA_DIR"] = str((PROJECT_ROOT.parent / "shared" / "data").resolve())
+    return env
+
+
 def run_child(
     code: str, args: list[str], cwd: Path, env: dict[str, str]
 ) -> tuple[float, float, float]:
@@ -117,15 +131,7 @@ def main() -> None:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     params.update(dataset=options.dataset, profile=options.profile)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "GX_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "true",
-    }
-    if not env.get("TPL_DATA_DIR") and (PROJECT_ROOT.parent / "shared" / "data").is_dir():
-        env["TPL_DATA_DIR"] = str((PROJECT_ROOT.parent / "shared" / "data").resolve())
+    env = offline_env()
     load_before = os.getloadavg()
 
     stages = {}

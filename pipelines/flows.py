@@ -13,6 +13,10 @@ in `.prefect-results/` under the project.
 DVC agreement: after a stage runs, `dvc commit --force <stage>` records its deps, params and outs in
 `dvc.lock`; a skipped stage is committed too when dvc.lock does not already record it as it is. So
 `dvc status` is clean after a Prefect run, just as after `dvc repro`.
+
+Multi-process training: when the params give a training stage more than one process, its task
+starts `torchrun ... tpl stage <name>` and reads back the summary rank 0 wrote. The flow's own
+process never joins a process group, and Lightning never launches DDP inside it.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+import tempfile
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +66,7 @@ OUTPUT_RECORDS_DIR = RESULTS_DIR / "outputs"
 STAGE_RETRIES = 2
 STAGE_RETRY_DELAYS_SECONDS = [10.0, 60.0]
 NOT_RETRIED = (StageError, ConfigError)
+LAUNCHER_OUTPUT_TAIL_LINES = 40  # of a failed torchrun launch, quoted in the task's error
 
 MISSING = object()
 BASELINE_PREFIX = "baseline_"
@@ -150,6 +158,59 @@ def dvc_lock_agrees(spec: StageSpec, params_file: Path) -> bool:
     )
 
 
+# --- multi-process training -------------------------------------------------------------------
+
+
+def training_processes(params: Params) -> int:
+    """How many processes a training stage of these params runs with, on all nodes."""
+    from transformer_pl.training import processes_per_node  # imports Lightning: only when asked
+
+    return processes_per_node(params.trainer) * params.trainer.num_nodes
+
+
+def launch_stage(spec: StageSpec, params: Params, params_file: Path) -> dict[str, Any]:
+    """Run `spec` as `torchrun --standalone --nproc-per-node N tpl stage <name>` on this machine,
+    its output forwarded to the task's log, and return the summary that rank 0 wrote.
+
+    The stage's MLflow run nests under the pipeline's run (`TPL_PARENT_RUN_ID` is inherited) and
+    is tagged with this flow run (`PREFECT__FLOW_RUN_ID`, as a Prefect worker sets it).
+    """
+    if params.trainer.num_nodes > 1:
+        raise ConfigError(
+            f"trainer.num_nodes is {params.trainer.num_nodes}: a flow starts one machine's "
+            f"processes only. Launch `tpl stage {spec.name}` on every node (torchrun, srun or a "
+            "Kubernetes Job, infra/README.md), or set trainer.num_nodes to 1"
+        )
+    logger = get_run_logger()
+    with tempfile.TemporaryDirectory(prefix=f"tpl-{spec.name}-") as scratch:
+        summary_file = Path(scratch) / "summary.json"
+        command = [
+            sys.executable, "-m", "torch.distributed.run",
+            "--standalone", f"--nproc-per-node={training_processes(params)}",
+            "-m", "transformer_pl.cli", "stage", spec.name,
+            "--params", str(params_file.resolve()), "--profile", params.profile,
+            "--summary-file", str(summary_file),
+        ]  # fmt: skip
+        # PYTHONSAFEPATH: import the installed package, not a same-named folder in the workspace.
+        env = {**os.environ, "PYTHONSAFEPATH": "1"}
+        if flow_run_id := flow_run.get_id():
+            env["PREFECT__FLOW_RUN_ID"] = flow_run_id
+        logger.info("launching %s", shlex.join(command))
+        tail: deque[str] = deque(maxlen=LAUNCHER_OUTPUT_TAIL_LINES)
+        with subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as process:
+            for line in process.stdout or ():
+                tail.append(line)
+                logger.info(line.rstrip())
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"torchrun for stage {spec.name} failed (exit {process.returncode}):\n"
+                + "".join(tail)
+            )
+        return json.loads(summary_file.read_text(encoding="utf-8"))
+
+
 # --- tasks ------------------------------------------------------------------------------------
 
 
@@ -158,9 +219,13 @@ def _retry_unless_refused(stage_task: Task, task_run: TaskRun, state: State) -> 
 
 
 def _stage_task(spec: StageSpec) -> Task[..., dict[str, Any]]:
-    def run_and_record(params: Params, input_key: str) -> dict[str, Any]:
+    def run_and_record(params: Params, input_key: str, params_file: Path) -> dict[str, Any]:
         # `input_key` is the cache key (computed by the caller, see `stage_input_key`).
-        summary = run_stage(spec, params, Layout())  # in a nested MLflow run, as `tpl stage`
+        # Either way the stage runs in a nested MLflow run, as `tpl stage` runs it.
+        if spec.name in TRAINING_STAGES and training_processes(params) > 1:
+            summary = launch_stage(spec, params, params_file)
+        else:
+            summary = run_stage(spec, params, Layout())
         record_in_dvc(spec.name)
         record_outputs(spec, input_key)
         return summary
@@ -203,7 +268,7 @@ def run_stages(
         if not outputs_intact(spec, input_key):
             # Any result cached for these inputs describes outputs that are gone: overwrite it.
             stage_task = stage_task.with_options(refresh_cache=True)
-        state = stage_task(params, input_key, return_state=True)
+        state = stage_task(params, input_key, params_file, return_state=True)
         summaries[name] = state.result()  # raises the stage's exception when it failed
         if state.name == "Cached":
             logger.info("%s: skipped (cached)", name)

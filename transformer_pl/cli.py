@@ -28,10 +28,15 @@ def stage(
     name: Annotated[str, typer.Argument(help="stage name, as in dvc.yaml")],
     profile: ProfileOption = None,
     params_file: ParamsOption = None,
+    summary_file: Annotated[
+        Path | None,
+        typer.Option("--summary-file", help="also write the stage's summary (JSON) to this file"),
+    ] = None,
 ) -> None:
-    """Run one pipeline stage (what `dvc repro` calls)."""
+    """Run one pipeline stage (what `dvc repro` calls). Under a multi-process launcher (torchrun,
+    srun) every process runs it; only global rank 0 reports."""
     from transformer_pl.stages import STAGES, Layout, StageError
-    from transformer_pl.stages.runner import run_stage
+    from transformer_pl.stages.runner import is_global_zero, run_stage
 
     if name not in STAGES:
         typer.echo(f"unknown stage '{name}'; stages: {', '.join(STAGES)}", err=True)
@@ -42,7 +47,11 @@ def stage(
     except (ConfigError, StageError) as error:
         typer.echo(f"stage {name} failed: {error}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(json.dumps(summary, indent=2, default=str))
+    if is_global_zero():
+        report = json.dumps(summary, indent=2, default=str)
+        typer.echo(report)
+        if summary_file is not None:
+            summary_file.write_text(report + "\n", encoding="utf-8")
 
 
 @app.command("stages")
@@ -120,7 +129,10 @@ def deploy(
 
 @app.command()
 def predict(
-    texts: Annotated[list[str], typer.Argument(help="texts to classify")],
+    texts: Annotated[
+        list[str],
+        typer.Argument(help="texts to classify, prompts to continue or sentences to translate"),
+    ],
     model: Annotated[
         str | None,
         typer.Option("--model", help="registered model name (default: from params)"),
@@ -129,7 +141,9 @@ def predict(
     profile: ProfileOption = None,
     params_file: ParamsOption = None,
 ) -> None:
-    """Classify texts with a registered model (`models:/<name>@<alias>`): label + probabilities."""
+    """Run texts through a registered model (`models:/<name>@<alias>`), a line per text: a
+    classifier's label and probabilities, a language model's continuation or a translation,
+    then the text."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -148,6 +162,11 @@ def predict(
         typer.echo(f"cannot use models:/{model_name}@{alias}: {error.message}", err=True)
         raise typer.Exit(1) from None
     for text, row in zip(texts, predictions.to_dict("records"), strict=True):
+        if "label" not in row:  # a continuation or a translation, on one line
+            (answer,) = row.values()
+            escaped = answer.replace("\n", "\\n")
+            typer.echo(f"{escaped}\t{text}")
+            continue
         probabilities = "  ".join(
             f"{column.removeprefix(PROBABILITY_PREFIX)}={value:.3f}"
             for column, value in row.items()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -108,6 +108,9 @@ class CleanParams(Section):
 
 class ValidateParams(Section):
     min_rows_per_split: int = Field(1, ge=0)
+    # Language-model corpora: a split of a few long lines can pass the row count and still be
+    # too little text to measure a perplexity on.
+    min_words_per_split: int = Field(0, ge=0)
     max_quarantine_fraction: float = Field(0.05, ge=0, le=1)
     min_class_fraction: float = Field(0.1, ge=0, le=1)  # the rarest class's share of a split
 
@@ -159,8 +162,13 @@ class ModelParams(Section):
 
 
 class TrainerParams(Section):
+    """How the training stages run. More than one process (devices × num_nodes) trains with DDP
+    or FSDP: each process runs `tpl stage <name>` under a launcher (torchrun, srun), and a
+    pipeline flow starts torchrun itself for one machine's processes (pipelines/flows.py)."""
+
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    devices: int | Literal["auto"] = "auto"
+    # Processes per node: a count, or "auto" (every visible CUDA GPU; one process otherwise).
+    devices: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     num_nodes: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     # "auto": bf16-mixed on GPUs that support it, 32-true on CPU.
@@ -169,6 +177,20 @@ class TrainerParams(Section):
     compile: bool = False
     log_every_n_steps: int = Field(10, ge=1)
     num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _fsdp_on_cuda(self) -> TrainerParams:
+        if self.strategy == "fsdp" and self.accelerator in ("cpu", "mps"):
+            raise ValueError(
+                f"strategy 'fsdp' needs CUDA GPUs (accelerator 'auto', 'gpu' or 'cuda', not "
+                f"'{self.accelerator}'); on CPU use strategy 'ddp'"
+            )
+        return self
+
+    @property
+    def world_size(self) -> int | None:
+        """Processes in all, when `devices` is a count (None for "auto": known at launch)."""
+        return None if self.devices == "auto" else self.devices * self.num_nodes
 
 
 class OptimParams(Section):
@@ -181,11 +203,21 @@ class OptimParams(Section):
     accumulate_grad_batches: int = Field(1, ge=1)
 
 
+# The self-supervised objective that fits each task's model: masked LM for the classifier's
+# encoder, causal LM for a language model; a translator is not pretrained.
+PRETRAINING_OBJECTIVES: dict[str, Literal["mlm", "clm"] | None] = {
+    "classify": "mlm",
+    "lm": "clm",
+    "translate": None,
+}
+
+
 class PretrainParams(Section):
     enabled: bool = True
-    objective: Literal["mlm", "clm"] = "mlm"
+    # "auto": the dataset task's objective (PRETRAINING_OBJECTIVES); naming one checks it fits.
+    objective: Literal["auto", "mlm", "clm"] = "auto"
     mask_probability: float = Field(0.15, gt=0, lt=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1)  # global: each of N processes takes 1/N of it
     max_steps: int = Field(1000, ge=1)
     val_check_interval: int = Field(200, ge=1)
     limit_val_batches: int = Field(50, ge=1)
@@ -198,7 +230,7 @@ class FinetuneParams(Section):
     classifier_dropout: float = Field(0.1, ge=0, lt=1)
     freeze_encoder: bool = False
     layer_lr_decay: float = Field(1.0, gt=0, le=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1)  # global: each of N processes takes 1/N of it
     max_epochs: int = Field(3, ge=1)
     max_steps: int = -1
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -212,12 +244,40 @@ class EvaluateParams(Section):
     latency_examples: int = Field(64, ge=1)
     baseline_c_grid: list[float] = [0.25, 1.0, 4.0, 16.0]
     baseline_max_features: int | None = Field(None, gt=0)
+    samples: int = Field(5, ge=0)  # test examples shown with the model's output (samples.json)
+    prompts: list[str] = ["The", "In 1999 ,"]  # language models: continued greedily and sampled
+
+
+class DecodeParams(Section):
+    """How language models and translators decode: evaluate scores with these settings and the
+    registered model serves with them unless a request overrides them."""
+
+    max_new_tokens: int = Field(64, ge=1)
+    stop_at_eos: bool = True  # language models: a continuation ends with its line
+    do_sample: bool = False  # language models: sample instead of taking the most likely token
+    temperature: float = Field(1.0, gt=0)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None  # sampling; None: a fresh draw on every call
+    beam_size: int = Field(4, ge=1)  # translation; 1 is greedy decoding
+    length_penalty: float = Field(0.6, ge=0)  # translation: score / length^length_penalty
+
+
+# Per task: the test metric a new version must improve on to become champion, and whether
+# higher is better.
+HEADLINE_METRICS: dict[str, tuple[str, bool]] = {
+    "classify": ("test_accuracy", True),
+    "lm": ("test_perplexity", False),
+    "translate": ("test_bleu", True),
+}
 
 
 class RegisterParams(Section):
-    model_name: str | None = None  # default: transformer-pl-<dataset>
-    metric: str = "test_accuracy"
-    greater_is_better: bool = True  # False for losses and perplexities
+    # Default: transformer-pl-<dataset>, plus -<source>-<target> for translation (a model per
+    # direction: their scores do not compare).
+    model_name: str | None = None
+    metric: str | None = None  # default: the task's HEADLINE_METRICS entry
+    greater_is_better: bool | None = None  # default: the headline metric's direction, else True
     champion_margin: float = Field(0.0, ge=0)
 
 
@@ -245,6 +305,7 @@ class Params(Section):
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
+    decode: DecodeParams = DecodeParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
     tracking: TrackingParams = TrackingParams()
     schedule: ScheduleParams = ScheduleParams()
@@ -260,13 +321,74 @@ class Params(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> Params:
+        task = self.dataset_spec.task
+        fitting = PRETRAINING_OBJECTIVES[task]
+        if self.pretraining_enabled and self.pretrain.objective not in ("auto", fitting):
+            allowed = ", ".join(repr(value) for value in ("auto", fitting) if value)
+            raise ValueError(
+                f"pretrain.objective '{self.pretrain.objective}' does not fit dataset "
+                f"'{self.dataset}' (task '{task}'); allowed: {allowed} "
+                "(or finetune.from_pretrained: false to train from scratch)"
+            )
+        # Positions beyond max_len have no encoding: what a model reads at once must fit.
+        longest = self.encode.block_size if task == "lm" else self.encode.max_length
+        if longest > self.model.max_len:
+            key = "encode.block_size" if task == "lm" else "encode.max_length"
+            raise ValueError(f"{key} ({longest}) exceeds model.max_len ({self.model.max_len})")
+        if task != "classify" and self.decode.max_new_tokens >= self.model.max_len:
+            raise ValueError(
+                f"decode.max_new_tokens ({self.decode.max_new_tokens}) must be below "
+                f"model.max_len ({self.model.max_len})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _batches_divide_over_processes(self) -> Params:
+        processes = self.trainer.world_size
+        for key, size in (
+            ("pretrain.batch_size", self.pretrain.batch_size),
+            ("finetune.batch_size", self.finetune.batch_size),
+        ):
+            if processes and size % processes:
+                raise ValueError(
+                    f"{key} ({size}) is the global batch: it must divide evenly over the "
+                    f"{processes} processes of trainer.devices × trainer.num_nodes"
+                )
+        return self
+
     @property
     def dataset_spec(self) -> DatasetSpec:
         return self.datasets[self.dataset]
 
     @property
+    def pretraining_enabled(self) -> bool:
+        return self.pretrain.enabled and self.finetune.from_pretrained
+
+    @property
+    def pretraining(self) -> Literal["mlm", "clm"] | None:
+        """The objective the pretrain stage trains with; None when it trains nothing."""
+        if not self.pretraining_enabled:
+            return None
+        return PRETRAINING_OBJECTIVES[self.dataset_spec.task]
+
+    @property
     def model_name(self) -> str:
-        return self.register_.model_name or f"transformer-pl-{self.dataset}"
+        if self.register_.model_name:
+            return self.register_.model_name
+        spec = self.dataset_spec
+        direction = f"-{spec.source_language}-{spec.target_language}"
+        return f"transformer-pl-{self.dataset}{direction if spec.task == 'translate' else ''}"
+
+    @property
+    def registration_metric(self) -> tuple[str, bool]:
+        """(metric key, greater is better) that decides champion promotion."""
+        headline, headline_greater = HEADLINE_METRICS[self.dataset_spec.task]
+        metric = self.register_.metric or headline
+        default_greater = headline_greater if metric == headline else True
+        greater = self.register_.greater_is_better
+        return metric, default_greater if greater is None else greater
 
 
 def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:

@@ -277,6 +277,12 @@ def perplexity(total_nll: float, total_tokens: int) -> float:
     return _exp_or_inf(total_nll / total_tokens)
 
 
+def count_words(texts: Sequence[str]) -> int:
+    """Words as word-level perplexities count them: whitespace-separated tokens, plus one end of
+    line per text (the model predicts where each line ends, as `<eos>` counts in WikiText)."""
+    return sum(len(text.split()) + 1 for text in texts)
+
+
 def word_perplexity(total_nll: float, n_words: int) -> float:
     """Perplexity per word of the original text: exp(total NLL / number of words).
 

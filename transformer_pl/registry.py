@@ -10,6 +10,12 @@ A *bundle* is what training hands to the registry, a directory holding
 For task "classify" the task's fields are `num_labels`, `label_names` (index = class id),
 `pooling` ("mean" or "cls") and `max_length` (inputs are truncated to it, special tokens
 included). `save_classifier_bundle` writes this format and `load_classifier_bundle` reads it.
+Language-model ("clm") and translation ("translate") bundles are described, loaded and run by
+`transformer_pl.inference`; registering one adds its decoding defaults to its config.json.
+
+Every registered model takes a DataFrame with a `text` column — texts to classify, prompts to
+continue, sentences to translate — and answers one row per text. Generation and translation
+take their decoding settings (`DecodeParams` fields) as MLflow `params` per request.
 
 The registered model is a pyfunc logged as code (MLflow 3 refuses to unpickle models by
 default): MLflow runs a three-line entry file that instantiates a class from this module, and
@@ -27,12 +33,12 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import mlflow
 import pandas as pd
@@ -42,15 +48,21 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 
+from transformer_pl.config import DecodeParams
+from transformer_pl.inference import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    generate_texts,
+    load_sequence_bundle,
+    read_sequence_config,
+    translate_texts,
+)
 from transformer_pl.model import SequenceClassifier, TransformerConfig
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -232,12 +244,14 @@ def classify_texts(
     )
 
 
-class TransformerClassifierModel(mlflow.pyfunc.PythonModel):
-    """Text classification pyfunc: a DataFrame with a `text` column in, one row of label and
-    class probabilities per text out (see `classify_texts`)."""
+class _BundleModel(mlflow.pyfunc.PythonModel):
+    """A pyfunc over a registered bundle: a DataFrame with a `text` column in, a row per text
+    out. Subclasses name the bundle loader and answer the texts."""
+
+    load_bundle: ClassVar[Callable[[str], tuple[Any, Tokenizer, Any]]]
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.model, self.tokenizer, self.config = load_classifier_bundle(
+        self.model, self.tokenizer, self.config = self.load_bundle(
             context.artifacts[BUNDLE_ARTIFACT]
         )
 
@@ -247,7 +261,19 @@ class TransformerClassifierModel(mlflow.pyfunc.PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        texts = model_input[TEXT_COLUMN].astype(str).tolist()
+        return self.answer(model_input[TEXT_COLUMN].astype(str).tolist(), params or {})
+
+    def answer(self, texts: list[str], params: dict[str, Any]) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+class TransformerClassifierModel(_BundleModel):
+    """Text classification pyfunc: one row of label and class probabilities per text (see
+    `classify_texts`)."""
+
+    load_bundle = staticmethod(load_classifier_bundle)
+
+    def answer(self, texts: list[str], params: dict[str, Any]) -> pd.DataFrame:
         return classify_texts(self.model, self.tokenizer, self.config, texts)
 
     @staticmethod
@@ -268,9 +294,98 @@ class TransformerClassifierModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({TEXT_COLUMN: ["An example sentence to classify."]})
 
 
-# The pyfunc class that serves each bundle task; another task adds its class here.
-PYFUNC_MODELS: dict[str, type[TransformerClassifierModel]] = {
+# MLflow's types for the decoding settings a request may set.
+DECODE_PARAM_TYPES = {
+    "max_new_tokens": "long",
+    "stop_at_eos": "boolean",
+    "do_sample": "boolean",
+    "temperature": "double",
+    "top_k": "long",
+    "top_p": "double",
+    "seed": "long",
+    "beam_size": "long",
+    "length_penalty": "double",
+}
+
+
+class _SequenceModel(_BundleModel):
+    """A pyfunc over a sequence bundle: one `output_column` string per text. Request `params`
+    override the bundle's decoding defaults."""
+
+    load_bundle = staticmethod(load_sequence_bundle)
+    output_column: ClassVar[str]
+    decoding_params: ClassVar[tuple[str, ...]]  # the DecodeParams fields a request may set
+    example: ClassVar[str]
+
+    def answer(self, texts: list[str], params: dict[str, Any]) -> pd.DataFrame:
+        decoding = DecodeParams.model_validate({**self.config.decoding.model_dump(), **params})
+        return pd.DataFrame({self.output_column: self._decode(texts, decoding)})
+
+    def _decode(self, texts: list[str], decoding: DecodeParams) -> list[str]:
+        raise NotImplementedError
+
+    @classmethod
+    def signature(cls, bundle_directory: Path) -> ModelSignature:
+        decoding = read_sequence_config(bundle_directory).decoding
+        return ModelSignature(
+            inputs=Schema([ColSpec("string", TEXT_COLUMN)]),
+            outputs=Schema([ColSpec("string", cls.output_column)]),
+            params=ParamSchema(
+                [
+                    ParamSpec(name, DECODE_PARAM_TYPES[name], getattr(decoding, name))
+                    for name in cls.decoding_params
+                ]
+            ),
+        )
+
+    @classmethod
+    def input_example(cls) -> pd.DataFrame:
+        return pd.DataFrame({TEXT_COLUMN: [cls.example]})
+
+
+class TransformerGeneratorModel(_SequenceModel):
+    """Text generation pyfunc: prompts in, their `continuation`s out (see `generate_texts`)."""
+
+    output_column = "continuation"
+    decoding_params = (
+        "max_new_tokens",
+        "stop_at_eos",
+        "do_sample",
+        "temperature",
+        "top_k",
+        "top_p",
+        "seed",
+    )
+    example = "The"
+
+    def _decode(self, texts: list[str], decoding: DecodeParams) -> list[str]:
+        return generate_texts(self.model, self.tokenizer, texts, decoding, PREDICT_BATCH_SIZE)
+
+
+class TransformerTranslatorModel(_SequenceModel):
+    """Translation pyfunc: source sentences in, their `translation`s out (see
+    `translate_texts`)."""
+
+    output_column = "translation"
+    decoding_params = ("max_new_tokens", "beam_size", "length_penalty")
+    example = "A sentence to translate."
+
+    def _decode(self, texts: list[str], decoding: DecodeParams) -> list[str]:
+        return translate_texts(
+            self.model,
+            self.tokenizer,
+            texts,
+            decoding,
+            self.config.max_length,
+            PREDICT_BATCH_SIZE,
+        )
+
+
+# The pyfunc class that serves each bundle task.
+PYFUNC_MODELS: dict[str, type[mlflow.pyfunc.PythonModel]] = {
     "classify": TransformerClassifierModel,
+    "clm": TransformerGeneratorModel,
+    "translate": TransformerTranslatorModel,
 }
 
 
@@ -316,12 +431,14 @@ def register_model(
     fingerprint: str,
     greater_is_better: bool = True,
     run_id: str | None = None,
+    bundle_fields: Mapping[str, Any] | None = None,
 ) -> RegistrationDecision:
     """Log the bundle as a pyfunc model, register it as a new version of `model_name` and move
     the aliases: `challenger` always, `champion` when the new version beats the champion's
     `metric_key` by more than `champion_margin` (or there is no champion yet).
 
-    Idempotent: when a version with the same `fingerprint` exists (see
+    `bundle_fields` are added to the registered bundle's config.json (a sequence bundle's
+    `decoding` defaults). Idempotent: when a version with the same `fingerprint` exists (see
     `registration_fingerprint`), nothing is logged or registered and the decision says so.
     The decision is logged to run `run_id`, else the active run, else a new run.
     """
@@ -355,6 +472,7 @@ def register_model(
                 tokenizer_path,
                 model_name=model_name,
                 metrics=metrics,
+                bundle_fields=bundle_fields or {},
                 version_tags={
                     **{key: str(value) for key, value in tags.items()},
                     **{f"{METRIC_TAG_PREFIX}{key}": str(value) for key, value in metrics.items()},
@@ -407,6 +525,7 @@ def _log_and_register(
     *,
     model_name: str,
     metrics: Mapping[str, float],
+    bundle_fields: Mapping[str, Any],
     version_tags: dict[str, str],
 ) -> str:
     """Log the pyfunc model to the active run and register it; returns the new version."""
@@ -420,8 +539,9 @@ def _log_and_register(
         # The registered bundle is self-contained: weights, config and tokenizer side by side.
         bundle = Path(staging) / "bundle"
         bundle.mkdir()
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
-            shutil.copyfile(_bundle_file(bundle_dir, name), bundle / name)
+        shutil.copyfile(_bundle_file(bundle_dir, WEIGHTS_FILE), bundle / WEIGHTS_FILE)
+        config = {**_read_bundle_config(bundle_dir), **bundle_fields}
+        (bundle / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(tokenizer_path, bundle / TOKENIZER_FILE)
         model_code = Path(staging) / "tpl_pyfunc_model.py"
         model_code.write_text(_MODEL_CODE.format(class_name=pyfunc_class.__name__))
@@ -514,6 +634,7 @@ def load_champion(model_name: str, alias: str = CHAMPION) -> mlflow.pyfunc.PyFun
 
 
 def predict_texts(model_name: str, texts: Sequence[str], alias: str = CHAMPION) -> pd.DataFrame:
-    """Classify `texts` with the registered model behind `alias` (see `classify_texts`)."""
+    """`texts` through the registered model behind `alias`: labels and probabilities, the
+    continuations or the translations, a row per text."""
     model = load_champion(model_name, alias)
     return model.predict(pd.DataFrame({TEXT_COLUMN: list(texts)}))

@@ -65,6 +65,16 @@ def build_strategy(name: Literal["auto", "ddp", "fsdp"]) -> str | Strategy:
     return "auto"
 
 
+def processes_per_node(trainer_params: TrainerParams) -> int:
+    """The processes a run of these params has on each node, as Lightning counts them: `devices`,
+    or for "auto" every visible CUDA GPU (one process on CPU and MPS)."""
+    if trainer_params.devices != "auto":
+        return trainer_params.devices
+    if trainer_params.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 1
+
+
 class CompileModel(Callback):
     """torch.compile the task's inner model at setup. `nn.Module.compile` compiles in place, so
     state-dict names (checkpoints, exported weights) do not change. No gain on small CPU models
@@ -106,6 +116,9 @@ def build_trainer(
     epoch boundaries (suits max_steps runs); a float is a fraction of an epoch; None: once per
     epoch. The best checkpoint is the one with the best `monitor` value; with
     `early_stopping_patience`, training stops after that many validations without improvement.
+
+    Data loaders are used as given: under DDP each rank's loader must yield that rank's shard,
+    as the project's datamodules do.
     """
     pl.seed_everything(seed, workers=True)
     output_dir = Path(output_dir)
@@ -152,6 +165,9 @@ def build_trainer(
         logger=logger,
         callbacks=callbacks,
         default_root_dir=output_dir,
+        # The datamodules shard their global batches across ranks themselves
+        # (transformer_pl.data.datamodules); Lightning's DistributedSampler would re-shard them.
+        use_distributed_sampler=False,
     )
 
 

@@ -18,9 +18,10 @@ from transformer_pl.stages import STAGES, StageSpec
 from transformer_pl.stages.data import STAGES as DATA_STAGES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DVC_STAGES: dict[str, dict[str, Any]] = yaml.safe_load(
+DVC_PIPELINE: dict[str, Any] = yaml.safe_load(
     (PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8")
-)["stages"]
+)
+DVC_STAGES: dict[str, dict[str, Any]] = DVC_PIPELINE["stages"]
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -34,10 +35,21 @@ def test_dvc_yaml_matches_the_stage_declaration(spec: StageSpec):
     assert spec.name in DVC_STAGES, f"stage '{spec.name}' is missing from dvc.yaml"
     stage = DVC_STAGES[spec.name]
     assert stage["cmd"] == f"tpl stage {spec.name}"
+    # A stage's plots are a folder of whatever plots its task has: an uncached out, each file
+    # rendered as the top-level `plots:` says.
+    declared = {"outs": (*spec.outs, *spec.plots), "plots": ()}
     for key in ("deps", "params", "outs", "metrics", "plots"):
         listed = paths(stage.get(key, []))
         assert len(listed) == len(set(listed)), f"{spec.name}.{key} lists a path twice"
-        assert set(listed) == set(getattr(spec, key)), f"{spec.name}.{key}"
+        assert set(listed) == set(declared.get(key, getattr(spec, key))), f"{spec.name}.{key}"
+    uncached = {path for path in spec.plots if {path: {"cache": False}} in stage["outs"]}
+    assert uncached == set(spec.plots), f"{spec.name}: plot folders are outs with cache: false"
+
+
+def test_top_level_plots_render_files_of_a_stage_plots_folder():
+    folders = {folder for spec in STAGES.values() for folder in spec.plots}
+    for plot in paths(DVC_PIPELINE.get("plots", [])):
+        assert Path(plot).parent.as_posix() in folders, plot
 
 
 def test_dvc_yaml_has_no_stage_the_code_does_not_declare():

@@ -26,10 +26,11 @@ from typer.testing import CliRunner
 
 from pipelines import flows
 from transformer_pl.cli import app
-from transformer_pl.config import load_params
+from transformer_pl.config import ConfigError, load_params
 from transformer_pl.stages import STAGES, StageError
 
 STATE_RECORDING_TIMEOUT_SECONDS = 60
+PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 MakeWorkspace = Callable[[str], Path]  # fixtures of conftest.py
 WriteSst2Slice = Callable[..., Path]
@@ -102,6 +103,16 @@ def test_every_stage_belongs_to_exactly_one_flow() -> None:
         groups = [group for group, names in flows.STAGE_GROUPS.items() if name in names]
         assert len(groups) == 1, f"stage {name} is in groups {groups}"
     assert flows.group_stages("data") == [name for name in STAGES if name in flows.DATA_STAGES]
+
+
+def test_a_flow_launches_one_machines_processes_only() -> None:
+    params = load_params(PROJECT_PARAMS, "tiny")
+    two_nodes = params.model_copy(
+        update={"trainer": params.trainer.model_copy(update={"devices": 2, "num_nodes": 2})}
+    )
+    assert flows.training_processes(two_nodes) == 4
+    with pytest.raises(ConfigError, match=r"trainer\.num_nodes is 2: a flow starts one machine"):
+        flows.launch_stage(STAGES["pretrain"], two_nodes, PROJECT_PARAMS)
 
 
 def test_record_profile_edits_only_the_value(tmp_path: Path) -> None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import configparser
 import copy
 import json
+import os
 import re
 import shlex
+import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +268,42 @@ def test_sbatch_runs_one_task_per_gpu_through_srun() -> None:
     assert directives["gres"] == f"gpu:{directives['ntasks-per-node']}"
     assert directives["signal"].startswith("SIGUSR1@")  # Lightning's auto-requeue
     assert re.search(r"^srun .*\btpl stage pretrain$", text, re.M)
+
+
+# --- DVC remote ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # a few DVC processes: ~15 s
+def test_readme_dvc_remote_commands_send_a_push_to_the_s3_endpoint(tmp_path: Path) -> None:
+    # The README's `dvc remote` lines as written, the endpoint moved to a port of this machine
+    # where nothing listens: the push fails connecting to it. Without the S3 plugin (dvc-s3,
+    # pinned in requirements.lock) DVC refuses the s3:// remote before connecting anywhere.
+    section = (INFRA / "README.md").read_text().split("## Share the data", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    commands = [line for line in block.splitlines() if line.startswith("dvc remote ")]
+    assert len(commands) == 2, block
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    # One attempt: botocore would otherwise retry the refused connection with back-off.
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "team", "AWS_SECRET_ACCESS_KEY": "secret"}
+    env |= {"AWS_MAX_ATTEMPTS": "1", "DVC_NO_ANALYTICS": "1"}
+
+    def dvc(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "dvc", *args]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    subprocess.run(["git", "init", "--quiet"], cwd=tmp_path, check=True)
+    assert dvc("init", "--quiet").returncode == 0
+    for command in commands:
+        configured = dvc(*shlex.split(command.replace("http://team-host:9000", endpoint))[1:])
+        assert configured.returncode == 0, configured.stderr
+    (tmp_path / "shared.txt").write_text("the team's data\n")
+    assert dvc("add", "shared.txt").returncode == 0
+    pushed = dvc("push")
+
+    assert pushed.returncode != 0
+    assert f'Could not connect to the endpoint URL: "{endpoint}/dvc/' in pushed.stderr
 
 
 # --- Kubernetes ----------------------------------------------------------------------------------

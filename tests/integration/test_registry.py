@@ -1,11 +1,14 @@
 """The MLflow registry round trip on a real (tiny, randomly initialised) classifier: bundle →
 pyfunc model → registered version with tags and aliases → champion/challenger promotion →
-idempotent re-registration → predictions equal to the in-process model's."""
+idempotent re-registration → predictions equal to the in-process model's. Language models and
+translators: registered with their decoding defaults, served with per-request params."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -16,7 +19,15 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from typer.testing import CliRunner
 
 from transformer_pl.cli import app
-from transformer_pl.model import SequenceClassifier, TransformerConfig
+from transformer_pl.config import DecodeParams, TokenizerParams
+from transformer_pl.data.tokenizer import train_tokenizer
+from transformer_pl.inference import generate_texts, translate_texts
+from transformer_pl.model import (
+    CausalLanguageModel,
+    Seq2SeqTransformer,
+    SequenceClassifier,
+    TransformerConfig,
+)
 from transformer_pl.registry import (
     CHALLENGER,
     CHAMPION,
@@ -29,6 +40,7 @@ from transformer_pl.registry import (
     registration_fingerprint,
     save_classifier_bundle,
 )
+from transformer_pl.tasks import CausalLMTask, Seq2SeqTask
 
 LABEL_NAMES = ["negative", "neutral", "positive"]
 SENTENCES = [
@@ -114,6 +126,7 @@ def register(
     margin: float = 0.0,
     metric_key: str = "test_accuracy",
     greater_is_better: bool = True,
+    bundle_fields: dict[str, Any] | None = None,
 ) -> tuple[RegistrationDecision, str]:
     fingerprint = registration_fingerprint("abc123", {"data/processed": data_hash}, {"seed": 42})
     with mlflow.start_run(experiment_id=experiment_id) as run:
@@ -131,6 +144,7 @@ def register(
             greater_is_better=greater_is_better,
             champion_margin=margin,
             fingerprint=fingerprint,
+            bundle_fields=bundle_fields,
         )
     return decision, run.info.run_id
 
@@ -337,3 +351,70 @@ def test_bundle_of_another_task_is_refused(bundle_dir: Path, tmp_path: Path) -> 
 
     with pytest.raises(ValueError, match="not a classification bundle"):
         load_classifier_bundle(other)
+
+
+# --- language models and translators ------------------------------------------------------------
+
+SEQUENCE_TASKS = {
+    "clm": (CausalLMTask, CausalLanguageModel, "continuation", {}),
+    "translate": (
+        Seq2SeqTask,
+        Seq2SeqTransformer,
+        "translation",
+        {"source_language": "de", "target_language": "en"},
+    ),
+}
+
+
+@pytest.mark.parametrize("task", list(SEQUENCE_TASKS))
+def test_sequence_model_serves_its_registered_decoding_and_request_params(
+    task: str, experiment_id: str, classifier: SequenceClassifier, tmp_path: Path
+) -> None:
+    task_class, model_class, column, fields = SEQUENCE_TASKS[task]
+    tokenizer_file = tmp_path / "tokenizer.json"
+    tokenizer_params = TokenizerParams(kind="bpe", vocab_size=300, min_frequency=1)
+    train_tokenizer(SENTENCES * 3, tokenizer_params).save(str(tokenizer_file))
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    torch.manual_seed(0)
+    config = dataclasses.replace(classifier.config, vocab_size=tokenizer.get_vocab_size())
+    exported = task_class(config)
+    exported.export_weights(tmp_path / "bundle", max_length=16, **fields)  # as finetune does
+    model = model_class(config)
+    model.load_state_dict(exported.model.state_dict())
+    model.eval()
+    decoding = DecodeParams(max_new_tokens=5, beam_size=2, length_penalty=1.0)
+    name = f"sequence-{task}"
+
+    decision, _ = register(
+        tmp_path / "bundle",
+        tokenizer_file,
+        experiment_id,
+        model_name=name,
+        accuracy=1.0,
+        data_hash=task,
+        bundle_fields={"decoding": decoding.model_dump()},
+    )
+    assert decision.promoted
+
+    served = load_champion(name)
+    defaults = {param.name: param.default for param in served.metadata.get_params_schema().params}
+    assert defaults["max_new_tokens"] == 5
+    texts = SENTENCES[:3]
+    greedy = decoding.model_copy(update={"beam_size": 1})
+
+    def expected(settings: DecodeParams) -> list[str]:
+        if task == "clm":
+            return generate_texts(model, tokenizer, texts, settings)
+        return translate_texts(model, tokenizer, texts, settings, max_length=16)
+
+    frame = pd.DataFrame({"text": texts})
+    assert served.predict(frame)[column].tolist() == expected(decoding)
+    overrides = {"beam_size": 1} if task == "translate" else {"max_new_tokens": 2}
+    assert served.predict(frame, params=overrides)[column].tolist() == expected(
+        greedy if task == "translate" else decoding.model_copy(update=overrides)
+    )
+
+    result = CliRunner().invoke(app, ["predict", texts[0], "--model", name])
+    assert result.exit_code == 0, result.output
+    answer = expected(decoding)[0].replace("\n", "\\n")
+    assert result.stdout.rstrip("\n") == f"{answer}\t{texts[0]}"

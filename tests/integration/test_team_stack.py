@@ -4,8 +4,9 @@ MLflow runs the basic-auth app with infra/mlflow/basic_auth.ini and proxied arti
 runs with API basic auth; the databases come from infra/postgres/init-databases.sh. Needs
 PostgreSQL's server binaries (Debian: `apt-get install -y postgresql`): skipped without them.
 
-`team_stack` is module-scoped and yields the URIs and credentials, so a later test can run the
-pipeline against the same running stack (pass `stack.client_env` to its subprocess).
+`team_stack` is module-scoped and yields the URIs and credentials; the last test runs the tiny
+pipeline against it (`stack.client_env` in its environment) and finds the pipeline's runs, its
+registered model and its flow runs in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
+
+from transformer_pl.stages import STAGES
 
 psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2-binary is in requirements.lock")
 
@@ -538,3 +541,96 @@ def test_kubernetes_pool_accepts_the_base_job_template(
         "prefect", "SELECT type, base_job_template FROM work_pool WHERE name = %s", pool
     )
     assert rows == [("kubernetes", json.loads(template.read_text()))]
+
+
+MakeWorkspace = Callable[[str], Path]  # tests/integration/conftest.py
+PIPELINE_TIMEOUT_S = 1200  # the tiny pipeline takes minutes on 2 cores: only a guard
+TASK_RUN_RECORDING_TIMEOUT_S = 60
+
+
+@pytest.mark.timeout(PIPELINE_TIMEOUT_S + 120)
+def test_tiny_pipeline_runs_and_model_land_in_the_team_databases(
+    team_stack: TeamStack, make_workspace: MakeWorkspace, tmp_path: Path
+) -> None:
+    # A team member's `tpl run`, configured by the standard client variables only.
+    root = make_workspace("team-pipeline")
+    result = subprocess.run(
+        [str(Path(PYTHON).parent / "tpl"), "run", "--profile", "tiny"],
+        cwd=root,
+        # PYTHONSAFEPATH: the workspace holds copies of some package files (DVC deps).
+        env={**_base_env(tmp_path), **team_stack.client_env, "PYTHONSAFEPATH": "1"},
+        capture_output=True,
+        text=True,
+        timeout=PIPELINE_TIMEOUT_S,
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    parent = re.search(r"MLflow run: \S*/runs/(\w+)", result.stdout)[1]
+
+    def mlflow_rows(sql: str, *args: object) -> list[tuple]:
+        return team_stack.query("mlflow", sql, *args)
+
+    assert mlflow_rows("SELECT status FROM runs WHERE run_uuid = %s", parent) == [("FINISHED",)]
+    stage_runs = dict(
+        mlflow_rows(
+            "SELECT stage.value, runs.run_uuid FROM runs"
+            " JOIN tags parent ON parent.run_uuid = runs.run_uuid"
+            " AND parent.key = 'mlflow.parentRunId'"
+            " JOIN tags stage ON stage.run_uuid = runs.run_uuid AND stage.key = 'stage'"
+            " WHERE parent.value = %s AND runs.status = 'FINISHED'",
+            parent,
+        )
+    )
+    assert set(stage_runs) == set(STAGES)
+    evaluation = json.loads((root / "metrics" / "evaluate.json").read_text())
+    [(accuracy,)] = mlflow_rows(
+        "SELECT value FROM latest_metrics WHERE run_uuid = %s AND key = 'test_accuracy'",
+        stage_runs["evaluate"],
+    )
+    assert accuracy == pytest.approx(evaluation["test_accuracy"])
+    registration = json.loads((root / "metrics" / "register.json").read_text())
+    name, version = registration["model_name"], int(registration["version"])
+    assert mlflow_rows(
+        "SELECT run_id, status FROM model_versions WHERE name = %s AND version = %s", name, version
+    ) == [(stage_runs["register"], "READY")]
+    aliases = mlflow_rows(
+        "SELECT alias FROM registered_model_aliases WHERE name = %s AND version = %s",
+        name,
+        version,
+    )
+    assert sorted(aliases) == [("challenger",), ("champion",)]  # the first version is champion
+
+    [(flow_run_id,)] = mlflow_rows(
+        "SELECT value FROM tags WHERE run_uuid = %s AND key = 'prefect.flow_run_id'", parent
+    )
+    assert team_stack.query(
+        "prefect",
+        "SELECT flow.name, flow_run.state_type FROM flow_run"
+        " JOIN flow ON flow.id = flow_run.flow_id WHERE flow_run.id = %s",
+        flow_run_id,
+    ) == [("pipeline", "COMPLETED")]
+    subflows = team_stack.query(
+        "prefect",
+        "SELECT flow.name, flow_run.state_type FROM flow_run"
+        " JOIN flow ON flow.id = flow_run.flow_id"
+        " JOIN task_run parent ON parent.id = flow_run.parent_task_run_id"
+        " WHERE parent.flow_run_id = %s",
+        flow_run_id,
+    )
+    groups = ("data", "evaluation", "training")
+    assert sorted(subflows) == [(group, "COMPLETED") for group in groups]
+    # Task runs reach the server as events, recorded a moment after the flow returns.
+    deadline = time.monotonic() + TASK_RUN_RECORDING_TIMEOUT_S
+    while True:
+        task_runs = team_stack.query(
+            "prefect",
+            "SELECT task_run.name, task_run.state_type FROM task_run"
+            " JOIN flow_run ON flow_run.id = task_run.flow_run_id"
+            " JOIN task_run parent ON parent.id = flow_run.parent_task_run_id"
+            " WHERE parent.flow_run_id = %s",
+            flow_run_id,
+        )
+        states = {name.rsplit("-", 1)[0]: state for name, state in task_runs}
+        if states == dict.fromkeys(STAGES, "COMPLETED") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert states == dict.fromkeys(STAGES, "COMPLETED")

@@ -1,11 +1,12 @@
-"""The TF-IDF baseline learns a separable synthetic task and picks C by validation accuracy."""
+"""The TF-IDF baseline learns a separable synthetic task and picks C by validation accuracy; the
+unigram baseline scores tokens by their smoothed training frequencies."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from transformer_pl.baseline import fit_tfidf_baseline
+from transformer_pl.baseline import fit_tfidf_baseline, unigram_nll
 
 POSITIVE = ["great", "superb", "moving", "brilliant", "delightful", "wonderful"]
 NEGATIVE = ["awful", "boring", "dreadful", "clumsy", "tedious", "terrible"]
@@ -71,3 +72,11 @@ def test_ties_go_to_the_smallest_c_and_an_empty_grid_is_refused():
     assert model.chosen_c == 100.0
     with pytest.raises(ValueError, match="c_grid"):
         fit_tfidf_baseline(*TRAIN, *VAL, c_grid=[], seed=0)
+
+
+def test_unigram_nll_uses_add_one_smoothed_training_frequencies():
+    train = np.array([3, 3, 3, 4])  # vocabulary of 6: counts + 1 = [1, 1, 1, 4, 2, 1], sum 10
+    nll = unigram_nll(train, np.array([3, 4, 5]), vocab_size=6)
+    assert nll == pytest.approx(-(np.log(0.4) + np.log(0.2) + np.log(0.1)))
+    # With no training tokens every id is equally likely: the uniform bound.
+    assert unigram_nll(np.array([], dtype=int), np.array([0, 1]), 4) == pytest.approx(2 * np.log(4))

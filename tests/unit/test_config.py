@@ -58,7 +58,7 @@ def test_out_of_range_value_is_rejected(raw):
 
 
 def test_unknown_profile_lists_the_known_ones(raw):
-    with pytest.raises(ConfigError, match="allowed: default, tiny"):
+    with pytest.raises(ConfigError, match=r"allowed: default, .*tiny, tiny-lm, tiny-translate"):
         parse_params(raw, "huge")
 
 
@@ -87,3 +87,66 @@ def test_missing_and_unparseable_files(tmp_path):
     broken.write_text("seed: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(broken)
+
+
+def test_the_task_decides_pretraining_model_name_and_champion_metric(raw):
+    imdb, lm, translate = (
+        parse_params(raw, name) for name in ("tiny", "tiny-lm", "tiny-translate")
+    )
+    assert (imdb.pretraining, imdb.model_name) == ("mlm", "transformer-pl-imdb")
+    assert imdb.registration_metric == ("test_accuracy", True)
+    assert lm.dataset_spec.task == "lm" and lm.registration_metric == ("test_perplexity", False)
+    # A translation model per direction: de→en and en→de scores do not compare.
+    assert translate.model_name == "transformer-pl-multi30k-de-en"
+    assert translate.registration_metric == ("test_bleu", True)
+    raw["datasets"]["multi30k"] |= {"source_language": "en", "target_language": "de"}
+    assert parse_params(raw, "tiny-translate").model_name == "transformer-pl-multi30k-en-de"
+    # A named metric without a direction is one to maximise.
+    raw["register"]["metric"] = "test_chrf"
+    assert parse_params(raw, "tiny-translate").registration_metric == ("test_chrf", True)
+
+
+def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(raw):
+    raw["dataset"] = "wikitext-2"
+    assert parse_params(raw).pretraining == "clm"  # objective auto
+    raw["pretrain"]["objective"] = "mlm"
+    with pytest.raises(ConfigError, match=r"pretrain\.objective 'mlm'.*allowed: 'auto', 'clm'"):
+        parse_params(raw)
+    raw["finetune"]["from_pretrained"] = False  # no pretraining: the objective is moot
+    assert parse_params(raw).pretraining is None
+    raw["dataset"], raw["finetune"]["from_pretrained"] = "multi30k", True
+    raw["pretrain"]["objective"] = "auto"
+    assert parse_params(raw).pretraining is None  # a translator is not pretrained
+
+
+def test_what_a_model_reads_at_once_must_fit_its_positions(raw):
+    raw["profiles"]["tiny-lm"]["encode"]["block_size"] = 1024
+    with pytest.raises(ConfigError, match=r"encode\.block_size \(1024\) exceeds model\.max_len"):
+        parse_params(raw, "tiny-lm")
+    raw["profiles"]["tiny-translate"]["decode"]["max_new_tokens"] = 512
+    with pytest.raises(ConfigError, match=r"decode\.max_new_tokens \(512\) must be below"):
+        parse_params(raw, "tiny-translate")
+
+
+def test_batch_sizes_are_global_and_must_divide_over_the_processes(raw):
+    raw["trainer"].update(devices=3, num_nodes=2)
+    raw["pretrain"]["batch_size"] = 36
+    raw["finetune"]["batch_size"] = 32
+    with pytest.raises(ConfigError, match=r"finetune\.batch_size \(32\) is the global batch.* 6 "):
+        parse_params(raw)
+    raw["finetune"]["batch_size"] = 48
+    assert parse_params(raw).trainer.world_size == 6
+    raw["trainer"]["devices"] = "auto"  # the count is known at launch only
+    assert parse_params(raw).trainer.world_size is None
+
+
+def test_devices_is_a_positive_count_or_auto(raw):
+    raw["trainer"]["devices"] = 0
+    with pytest.raises(ConfigError, match=r"trainer\.devices.*allowed values: 'auto'"):
+        parse_params(raw)
+
+
+def test_fsdp_needs_cuda(raw):
+    raw["trainer"].update(strategy="fsdp", accelerator="cpu")
+    with pytest.raises(ConfigError, match=r"trainer: .*'fsdp' needs CUDA GPUs.*use strategy 'ddp'"):
+        parse_params(raw)

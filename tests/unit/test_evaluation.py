@@ -13,6 +13,7 @@ import pytest
 from transformer_pl.evaluation import (
     bleu_and_chrf,
     classification_report,
+    count_words,
     expected_calibration_error,
     measure_latency,
     perplexity,
@@ -127,6 +128,18 @@ def test_perplexities():
     assert perplexity(1e6, 1) == math.inf
     with pytest.raises(ValueError):
         perplexity(1.0, 0)
+
+
+def test_word_perplexity_normalises_the_token_nll_by_words_and_line_ends():
+    # WikiText-style lines: words are the space-separated tokens, and each line ends once.
+    lines = [" = Robert Boulter = ", "Robert Boulter is an English film , television actor ."]
+    assert count_words(lines) == (4 + 1) + (10 + 1)
+    # The same total NLL over 32 subword tokens: per token exp(NLL/32), per word exp(NLL/16).
+    total_nll = 32 * math.log(5.0)
+    assert perplexity(total_nll, 32) == pytest.approx(5.0)
+    assert word_perplexity(total_nll, count_words(lines)) == pytest.approx(25.0)
+    with pytest.raises(ValueError):
+        word_perplexity(total_nll, 0)
 
 
 def test_bleu_and_chrf_with_signatures():

@@ -9,8 +9,13 @@ tokens and 0 on padding; labels are -100 wherever nothing is predicted.
     Seq2SeqDataModule    source_ids, source_mask, target_ids ([BOS] y…), target_mask,
                          labels (y… [EOS])
 
-Randomness (shuffling, masking) comes from generators seeded with `seed`, so two runs with the same
-seed see the same batches; each training epoch still differs from the last.
+Randomness (shuffling, masking) comes from generators seeded with `seed` and the epoch, so two runs
+with the same seed see the same batches and masks; each training epoch still differs from the last.
+
+`batch_size` is the global batch: under DDP (torchrun, SLURM) every loader cuts the same global
+batches as a one-process run and each rank takes its slice of each (`ShardedBatchSampler`), so a
+step of an N-process run trains on the examples, masked alike, of the same step of a one-process
+run. The trainer therefore leaves the loaders as they are (`use_distributed_sampler=False`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from transformer_pl.data.encode import META
 from transformer_pl.data.tokenizer import FIRST_REGULAR_ID, MASK_ID, PAD_ID
@@ -64,29 +69,93 @@ def mask_tokens(
     return masked, labels
 
 
-class LengthBucketSampler(Sampler[list[int]]):
-    """Batches of similar length, in a random order: shuffle all indices, cut them into chunks of
-    `chunk_batches` batches, sort each chunk by length, cut it into batches, shuffle the batches.
-    Padding shrinks to within-chunk length differences while batches stay random. Deterministic for
-    a (seed, epoch); Lightning calls `set_epoch` before each epoch."""
+class SeededOrder(Sampler[int]):
+    """Every index once: in a random order fixed by (seed, epoch), or in order. Lightning calls
+    `set_epoch` before each epoch through the batch sampler's `sampler`, as for torch's
+    BatchSampler."""
 
-    def __init__(
-        self, lengths: Sequence[int], batch_size: int, seed: int, chunk_batches: int = 50
-    ) -> None:
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
+    def __init__(self, size: int, seed: int, shuffle: bool) -> None:
+        self.size = size
         self.seed = seed
-        self.chunk_size = batch_size * chunk_batches
+        self.shuffle = shuffle
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def generator(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch])
+
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size) if len(self.lengths) else 0
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.generator().permutation(self.size) if self.shuffle else np.arange(self.size)
+        return iter(order.tolist())
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Global batches of `batch_size` examples, cut from `sampler`'s order whatever the number of
+    processes; rank r of `world_size` yields the r-th of `world_size` equal slices of each.
+
+    The ranks' shards are disjoint and each rank yields as many batches, of the same size, as
+    every other (DDP waits for all ranks at every step): a last global batch that does not
+    divide evenly is topped up by repeating its first examples.
+    """
+
+    def __init__(
+        self, sampler: SeededOrder, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if batch_size % world_size:
+            raise ValueError(
+                f"batch size {batch_size} (the global batch) does not divide evenly over "
+                f"{world_size} processes"
+            )
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def global_batches(self) -> list[np.ndarray]:
+        order = np.fromiter(self.sampler, dtype=np.int64, count=len(self.sampler))
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
+        for batch in self.global_batches():
+            per_rank = -(-len(batch) // self.world_size)
+            padded = np.resize(batch, per_rank * self.world_size)  # repeats from the start
+            yield padded[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
+
+
+class LengthBucketSampler(ShardedBatchSampler):
+    """Batches of similar length, in a random order: shuffle all indices, cut them into chunks of
+    `chunk_batches` batches, sort each chunk by length, cut it into batches, shuffle the batches.
+    Padding shrinks to within-chunk length differences while batches stay random. Deterministic for
+    a (seed, epoch); sharded across ranks like any `ShardedBatchSampler` (a rank's slice of a
+    batch holds neighbouring lengths)."""
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int,
+        chunk_batches: int = 50,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        order = SeededOrder(len(lengths), seed, shuffle=True)
+        super().__init__(order, batch_size, rank, world_size)
+        self.lengths = np.asarray(lengths)
+        self.chunk_size = batch_size * chunk_batches
+
+    def global_batches(self) -> list[np.ndarray]:
+        rng = self.sampler.generator()
         order = rng.permutation(len(self.lengths))
         batches = []
         for start in range(0, len(order), self.chunk_size):
@@ -95,8 +164,7 @@ class LengthBucketSampler(Sampler[list[int]]):
             batches += [
                 chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
             ]
-        for index in rng.permutation(len(batches)):
-            yield batches[index].tolist()
+        return [batches[index] for index in rng.permutation(len(batches))]
 
 
 class _EncodedDataModule(pl.LightningDataModule):
@@ -143,55 +211,61 @@ class _EncodedDataModule(pl.LightningDataModule):
     def collate(self, examples: list[Example]) -> Batch:
         raise NotImplementedError
 
+    def shard(self) -> tuple[int, int]:
+        """(global rank, world size) of the trainer using this datamodule; (0, 1) outside one."""
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        generator = torch.Generator().manual_seed(self.seed)
+        dataset = self.datasets[split]
+        return self._batched(dataset, self._batches(len(dataset), shuffle))
+
+    def _batches(self, size: int, shuffle: bool) -> ShardedBatchSampler:
+        order = SeededOrder(size, self.seed, shuffle)
+        return ShardedBatchSampler(order, self.batch_size, *self.shard())
+
+    def _batched(self, dataset: Dataset, batch_sampler: ShardedBatchSampler) -> DataLoader:
         return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator if shuffle else None,
+            dataset,
+            batch_sampler=batch_sampler,
             collate_fn=self.collate,
             num_workers=self.num_workers,
+            # A seeded generator of its own: workers' seeds are reproducible, and creating an
+            # iterator draws nothing from the global RNG (that dropout draws from).
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
 
-class _Masker:
-    """Dynamic masking as a collate step, with its own seeded generator. In a DataLoader worker
-    it reseeds from the worker's seed, which PyTorch draws from the loader's seeded generator
-    (different per worker and epoch, the same across runs)."""
-
-    def __init__(self, probability: float, vocab_size: int, seed: int) -> None:
-        self.probability = probability
-        self.vocab_size = vocab_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.worker_seed: int | None = None
-
-    def __call__(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        worker = get_worker_info()
-        if worker is not None and worker.seed != self.worker_seed:
-            self.worker_seed = worker.seed
-            self.generator = torch.Generator().manual_seed(worker.seed)
-        return mask_tokens(ids, self.probability, self.vocab_size, self.generator)
-
-
-class _FixedMasks(Dataset):
-    """Evaluation examples masked the same way every time (a generator seeded by seed and index),
-    so that validation losses of different epochs and runs score the same positions."""
+class _MaskedExamples(Dataset):
+    """Examples masked by a generator seeded from (seed, epoch, index) alone, so an example's
+    masks do not depend on the process, worker or batch that draws it: an N-process run masks
+    exactly as a one-process run. Training passes its `SeededOrder`, whose epoch Lightning sets
+    (fresh masks every epoch); evaluation passes none (the same masks every time, so validation
+    losses of different epochs and runs score the same positions)."""
 
     def __init__(
-        self, dataset: datasets.Dataset, probability: float, vocab_size: int, seed: int
+        self,
+        dataset: datasets.Dataset,
+        probability: float,
+        vocab_size: int,
+        seed: int,
+        epochs: SeededOrder | None = None,
     ) -> None:
         self.dataset = dataset
         self.probability = probability
         self.vocab_size = vocab_size
         self.seed = seed
+        self.epochs = epochs
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Example:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        epoch = self.epochs.epoch if self.epochs is not None else 0
+        key = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1, np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(key))
         ids = self.dataset[index]["input_ids"]
         masked, labels = mask_tokens(ids, self.probability, self.vocab_size, generator)
         return {"input_ids": masked, "labels": labels}
@@ -199,7 +273,7 @@ class _FixedMasks(Dataset):
 
 class MaskedLMDataModule(_EncodedDataModule):
     """Packed blocks (IMDB: the `pretrain` / `pretrain_val` splits; a language-model corpus:
-    `train` / `val`). Training blocks are masked anew in every batch; val/test blocks get fixed
+    `train` / `val`). Training blocks are masked anew every epoch; val/test blocks get fixed
     masks. `vocab_size` defaults to the encoded meta's."""
 
     def __init__(
@@ -215,30 +289,23 @@ class MaskedLMDataModule(_EncodedDataModule):
         super().__init__(encoded_dir, batch_size, seed, splits, num_workers)
         self.mask_probability = mask_probability
         self.vocab_size = vocab_size or read_meta(self.encoded_dir)["vocab_size"]
-        self.masker = _Masker(mask_probability, self.vocab_size, seed)
 
     def collate(self, examples: list[Example]) -> Batch:
         ids = pad([example["input_ids"] for example in examples])
-        masked, labels = self.masker(ids)
-        return {"input_ids": masked, "attention_mask": real_tokens(ids), "labels": labels}
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if split == self.train_split:
-            return super()._loader(split, shuffle)
-        self.setup()
-        fixed = _FixedMasks(self.datasets[split], self.mask_probability, self.vocab_size, self.seed)
-        return DataLoader(
-            fixed,
-            batch_size=self.batch_size,
-            collate_fn=self._collate_masked,
-            num_workers=self.num_workers,
-        )
-
-    @staticmethod
-    def _collate_masked(examples: list[Example]) -> Batch:
-        ids = pad([example["input_ids"] for example in examples])
         labels = pad([example["labels"] for example in examples], IGNORE_INDEX)
         return {"input_ids": ids, "attention_mask": real_tokens(ids), "labels": labels}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        batches = self._batches(len(self.datasets[split]), shuffle)
+        masked = _MaskedExamples(
+            self.datasets[split],
+            self.mask_probability,
+            self.vocab_size,
+            self.seed,
+            epochs=batches.sampler if shuffle else None,
+        )
+        return self._batched(masked, batches)
 
 
 class CausalLMDataModule(_EncodedDataModule):
@@ -272,11 +339,9 @@ class ClassificationDataModule(_EncodedDataModule):
         dataset = self.datasets[self.train_split]
         lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
         sampler = LengthBucketSampler(
-            lengths, self.batch_size, self.seed, self.bucket_chunk_batches
+            lengths, self.batch_size, self.seed, self.bucket_chunk_batches, *self.shard()
         )
-        return DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers
-        )
+        return self._batched(dataset, sampler)
 
     def collate(self, examples: list[Example]) -> Batch:
         ids = pad([example["input_ids"] for example in examples])

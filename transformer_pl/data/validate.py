@@ -12,8 +12,10 @@ One suite per split, built from the dataset spec and the clean/validate params:
                   text also in val/test
 
 and one summary suite over a table with a row per split: `quarantine_fraction` at most
-`max_quarantine_fraction`, `rarest_class_fraction` at least `min_class_fraction`, and no
-`unaligned_lines` (translation). `in_heldout` and `length_ratio` are computed for validation only.
+`max_quarantine_fraction`, `rarest_class_fraction` at least `min_class_fraction` (classify), no
+`unaligned_lines` (translate: both languages' files have a line for every pair), and at least
+`min_words_per_split` whitespace-separated `words` (lm: the text a perplexity is measured on).
+`in_heldout` and `length_ratio` are computed for validation only.
 
 GX 1.x: an ephemeral context (in-memory stores, analytics off) with one filesystem output, the
 Data Docs site; per frame a pandas data source asset, a whole-dataframe batch definition, a
@@ -177,14 +179,19 @@ def summary_expectations(spec: DatasetSpec, params: ValidateParams) -> list[gxe.
         expectations.append(
             gxe.ExpectColumnValuesToBeBetween(column="unaligned_lines", min_value=0, max_value=0)
         )
+    if spec.task == "lm":
+        expectations.append(
+            gxe.ExpectColumnValuesToBeBetween(column="words", min_value=params.min_words_per_split)
+        )
     return expectations
 
 
 def split_summary(
     frames: Mapping[str, pd.DataFrame], quarantine: pd.DataFrame, spec: DatasetSpec
 ) -> pd.DataFrame:
-    """One row per split: rows in, quarantined, their fraction, the rarest class's share and
-    (translation) lines without a counterpart in the other language's file."""
+    """One row per split: rows in, quarantined, their fraction, the rarest class's share
+    (classify), lines without a counterpart in the other language's file (translate) and
+    words kept (lm)."""
     rows = []
     for split, frame in frames.items():
         dropped = quarantine[quarantine["split"] == split]
@@ -201,8 +208,10 @@ def split_summary(
             )
         if spec.task == "translate":
             row["unaligned_lines"] = int(
-                dropped["detail"].fillna("").str.startswith("no aligned line").sum()
+                dropped["detail"].astype("string").str.startswith("no aligned line").sum()
             )
+        if spec.task == "lm":
+            row["words"] = int(frame["text"].str.split().str.len().sum())
         rows.append(row)
     return pd.DataFrame(rows)
 

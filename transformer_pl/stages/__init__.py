@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from transformer_pl.stages import data, training
+from transformer_pl.stages import data, evaluation, training
 from transformer_pl.stages.base import StageError, StageSpec
 from transformer_pl.stages.layout import Layout
 
-STAGES: dict[str, StageSpec] = {stage.name: stage for stage in (*data.STAGES, *training.STAGES)}
+STAGES: dict[str, StageSpec] = {
+    stage.name: stage for stage in (*data.STAGES, *training.STAGES, *evaluation.STAGES)
+}
 
 __all__ = ["STAGES", "Layout", "StageError", "StageSpec"]

@@ -6,8 +6,10 @@ Prefect through `pipelines/` — so there is one place that says what a stage de
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from transformer_pl.config import Params
@@ -29,3 +31,9 @@ class StageSpec:
     outs: tuple[str, ...] = ()  # files and folders written (DVC-cached)
     metrics: tuple[str, ...] = ()  # JSON metrics written (not cached, committed to git)
     plots: tuple[str, ...] = ()  # plot data written
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """A stage's JSON report (metrics, summaries), its folder created as needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")

@@ -21,11 +21,14 @@ from transformer_pl.stages.layout import Layout
 PROFILE_OVERLAYS_KEY = "profiles"  # params.yaml's overlays, already applied by `load_params`
 _MISSING = object()
 _METRIC_NAME_UNSAFE = re.compile(r"[^\w\-. :/]")  # characters MLflow refuses in metric names
+# The ranks launchers give a process: torchrun (RANK), srun (SLURM_PROCID), and Lightning's own
+# launcher, which re-runs the command once per extra device with only LOCAL_RANK and NODE_RANK.
+RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK")
 
 
 def is_global_zero() -> bool:
-    """False on the non-zero ranks of a torchrun/SLURM launch: those neither track nor write."""
-    return all(os.environ.get(variable, "0") == "0" for variable in ("RANK", "SLURM_PROCID"))
+    """False on the non-zero ranks of a multi-process launch: those neither track nor write."""
+    return all(os.environ.get(variable, "0") == "0" for variable in RANK_VARIABLES)
 
 
 def _dotted(values: Mapping[str, Any], key: str) -> Any:

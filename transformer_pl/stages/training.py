@@ -1,4 +1,9 @@
-"""The learning stages, in run order: pretrain → finetune → evaluate → register.
+"""The training stages, in run order: pretrain → finetune (evaluate and register follow in
+stages/evaluation.py). What they train follows from the dataset's task:
+
+    classify   pretrain: masked-LM encoder   finetune: classifier on that encoder
+    lm         pretrain: causal LM           finetune: the causal LM, continued (or from scratch)
+    translate  pretrain: skipped             finetune: encoder–decoder translator
 
 Each is `stage(params, layout) -> summary` like the data stages. Training stages keep their
 working checkpoints under `.checkpoints/<stage>-<input key>/`: re-running an interrupted stage
@@ -11,14 +16,15 @@ Under torchrun/SLURM every rank trains; only global rank 0 writes outputs and re
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from transformer_pl.config import Params
-from transformer_pl.stages.base import StageError, StageSpec
+from transformer_pl.stages.base import StageError, StageSpec, write_json
 from transformer_pl.stages.layout import Layout
 from transformer_pl.stages.runner import is_global_zero, stage_input_key
 
@@ -26,12 +32,6 @@ CHECKPOINTS_ROOT = Path(".checkpoints")
 FINAL_CHECKPOINT = "checkpoint.ckpt"
 SKIPPED_MARKER = "skipped.json"
 TRAINING_METRICS = "metrics/train"
-EVALUATION_METRICS = "metrics/evaluate.json"
-REGISTRATION_REPORT = "metrics/register.json"
-CONFUSION_PLOT_DATA = f"{Layout.PLOTS}/confusion.csv"
-ROC_PLOT_DATA = f"{Layout.PLOTS}/roc.json"
-PR_PLOT_DATA = f"{Layout.PLOTS}/precision_recall.json"
-CONFUSION_PNG = f"{Layout.PLOTS}/confusion_matrix.png"
 
 # The profile overlay can change any section, so DVC must see the profile choice and overlays.
 PROFILE_KEYS = ("profile", "profiles")
@@ -50,18 +50,16 @@ def _model_config(params: Params, vocab_size: int) -> Any:
     return TransformerConfig(vocab_size=vocab_size, **params.model.model_dump())
 
 
-def _encoded_meta(layout: Layout) -> dict[str, Any]:
+def _encoded_meta(layout: Layout, params: Params) -> dict[str, Any]:
     from transformer_pl.data.datamodules import read_meta
 
     meta = read_meta(layout / Layout.ENCODED)
-    if meta.get("task") is None:
-        raise StageError(f"{Layout.ENCODED}/meta.json names no task: run encode first")
+    if meta.get("task") != params.dataset_spec.task:
+        raise StageError(
+            f"{Layout.ENCODED} holds a {meta.get('task')!r} dataset, params say "
+            f"'{params.dataset}' (task '{params.dataset_spec.task}'): run encode first"
+        )
     return meta
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def _scalar_metrics(trainer: Any, prefix: str) -> dict[str, float]:
@@ -104,6 +102,7 @@ def _fit(
         "dataset": params.dataset,
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
+        "world_size": trainer.world_size,  # processes that trained; batch sizes are global
         "resumed": resumed_from is not None,
         "wall_seconds": round(wall_seconds, 1),
         "best_checkpoint_score": (
@@ -120,46 +119,52 @@ def _fit(
         best_task = type(trainer.lightning_module).load_from_checkpoint(best, map_location="cpu")
         best_task.export_weights(out_dir, **(export_metadata or {}))
         shutil.copyfile(best, out_dir / FINAL_CHECKPOINT)
-        _write_json(layout / f"{TRAINING_METRICS}/{stage}.json", summary)
+        write_json(layout / f"{TRAINING_METRICS}/{stage}.json", summary)
         shutil.rmtree(scratch, ignore_errors=True)
     return summary
 
 
 def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
-    """Self-supervised pretraining: masked-LM (encoder) for classification datasets."""
-    from transformer_pl.data.datamodules import MaskedLMDataModule
-    from transformer_pl.tasks import MaskedLMTask
+    """Self-supervised pretraining with the objective that fits the dataset's task: masked LM
+    (the classifier's encoder) or causal LM (the language model finetune continues)."""
+    from transformer_pl.data.datamodules import CausalLMDataModule, MaskedLMDataModule
+    from transformer_pl.tasks import CausalLMTask, MaskedLMTask
 
     out_dir = layout / Layout.PRETRAINED
     settings = params.pretrain
-    meta = _encoded_meta(layout)
-    if not settings.enabled or not params.finetune.from_pretrained:
+    objective = params.pretraining
+    if objective is None:
         # Nothing downstream reads the weights: record why instead of training for nothing.
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        reason = "pretrain.enabled is false" if not settings.enabled else "finetune from scratch"
-        summary = {"dataset": params.dataset, "skipped": True, "reason": reason}
-        _write_json(out_dir / SKIPPED_MARKER, summary)
-        _write_json(layout / f"{TRAINING_METRICS}/pretrain.json", summary)
+        summary = {"dataset": params.dataset, "skipped": True, "reason": _no_pretraining(params)}
+        write_json(out_dir / SKIPPED_MARKER, summary)
+        write_json(layout / f"{TRAINING_METRICS}/pretrain.json", summary)
         return summary
-    if meta["task"] != "classify" or settings.objective != "mlm":
-        raise StageError(
-            f"pretrain: objective '{settings.objective}' on a '{meta['task']}' dataset is not "
-            "supported yet (masked-LM pretraining of classification datasets is)"
-        )
+    meta = _encoded_meta(layout, params)
     config = _model_config(params, meta["vocab_size"])
-    datamodule = MaskedLMDataModule(
-        layout / Layout.ENCODED,
-        settings.batch_size,
-        params.seed,
-        mask_probability=settings.mask_probability,
-        num_workers=params.trainer.num_workers,
-    )
+    if objective == "mlm":
+        datamodule: Any = MaskedLMDataModule(
+            layout / Layout.ENCODED,
+            settings.batch_size,
+            params.seed,
+            mask_probability=settings.mask_probability,
+            num_workers=params.trainer.num_workers,
+        )
+        task_class: Any = MaskedLMTask
+    else:
+        datamodule = CausalLMDataModule(
+            layout / Layout.ENCODED,
+            settings.batch_size,
+            params.seed,
+            num_workers=params.trainer.num_workers,
+        )
+        task_class = CausalLMTask
     return _fit(
         "pretrain",
         params,
         layout,
-        lambda: MaskedLMTask(config, optim=settings.optim),
+        lambda: task_class(config, optim=settings.optim),
         datamodule,
         {
             "max_steps": settings.max_steps,
@@ -172,19 +177,89 @@ def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
     )
 
 
+def _no_pretraining(params: Params) -> str:
+    if not params.pretrain.enabled:
+        return "pretrain.enabled is false"
+    if not params.finetune.from_pretrained:
+        return "finetune from scratch"
+    return f"task '{params.dataset_spec.task}' has no pretraining objective: finetune trains it"
+
+
+@dataclass
+class _Recipe:
+    """How finetune trains one task's model: the task (built after the trainer has seeded
+    everything), its data, the validation metric that picks the best checkpoint, and the
+    fields the exported bundle's config.json gets."""
+
+    build_task: Callable[[], Any]
+    datamodule: Any
+    export_metadata: dict[str, Any]
+    monitor: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    loaded: dict[str, list[str]] = field(default_factory=dict)  # pretrained keys, when loaded
+
+
 def finetune(params: Params, layout: Layout) -> dict[str, Any]:
-    """The classifier, from the pretrained encoder (or from scratch, per params)."""
+    """The dataset task's model — classifier, causal language model or encoder–decoder
+    translator — from the pretrained weights or from scratch, per params."""
+    settings = params.finetune
+    meta = _encoded_meta(layout, params)
+    config = _model_config(params, meta["vocab_size"])
+    recipes = {"classify": _classifier, "lm": _language_model, "translate": _translator}
+    recipe = recipes[params.dataset_spec.task](params, layout, config)
+    summary = _fit(
+        "finetune",
+        params,
+        layout,
+        recipe.build_task,
+        recipe.datamodule,
+        {
+            "max_epochs": settings.max_epochs,
+            "max_steps": settings.max_steps,
+            "gradient_clip": settings.optim.gradient_clip,
+            "accumulate_grad_batches": settings.optim.accumulate_grad_batches,
+            "monitor": recipe.monitor,
+            "mode": recipe.mode,
+            "early_stopping_patience": settings.early_stopping_patience,
+        },
+        layout / Layout.FINETUNED,
+        export_metadata=recipe.export_metadata,
+    )
+    summary["from_pretrained"] = params.pretraining is not None
+    summary["pretrained_missing_keys"] = len(recipe.loaded.get("missing", []))
+    summary["pretrained_unexpected_keys"] = len(recipe.loaded.get("unexpected", []))
+    return summary
+
+
+def _finetune_data(datamodule_class: type, params: Params, layout: Layout) -> Any:
+    return datamodule_class(
+        layout / Layout.ENCODED,
+        params.finetune.batch_size,
+        params.seed,
+        num_workers=params.trainer.num_workers,
+    )
+
+
+def _pretrained_weights(layout: Layout) -> Path:
+    path = layout / Layout.PRETRAINED / "model.safetensors"
+    if not path.is_file():
+        raise StageError(f"{path} not found: run pretrain (or finetune.from_pretrained: false)")
+    return path
+
+
+def _classifier(params: Params, layout: Layout, config: Any) -> _Recipe:
     from transformer_pl.data.datamodules import ClassificationDataModule
     from transformer_pl.tasks import ClassifierTask
 
     settings = params.finetune
-    meta = _encoded_meta(layout)
-    if meta["task"] != "classify":
-        raise StageError(f"finetune: task '{meta['task']}' is not supported yet")
     label_names = params.dataset_spec.label_names or []
-    config = _model_config(params, meta["vocab_size"])
-    pretrained = layout / Layout.PRETRAINED / "model.safetensors"
-    loaded: dict[str, list[str]] = {}
+    recipe = _Recipe(
+        build_task=lambda: None,
+        datamodule=_finetune_data(ClassificationDataModule, params, layout),
+        export_metadata={"max_length": params.encode.max_length},
+        monitor="val/accuracy",
+        mode="max",
+    )
 
     def build_task() -> Any:
         task = ClassifierTask(
@@ -198,164 +273,52 @@ def finetune(params: Params, layout: Layout) -> dict[str, Any]:
             layer_lr_decay=settings.layer_lr_decay,
             optim=settings.optim,
         )
-        if settings.from_pretrained:
-            if not pretrained.is_file():
-                raise StageError(
-                    f"{pretrained} not found: run pretrain (or from_pretrained: false)"
-                )
-            keys = task.load_pretrained_encoder(pretrained)
-            loaded.update(missing=list(keys.missing), unexpected=list(keys.unexpected))
+        if params.pretraining is not None:
+            keys = task.load_pretrained_encoder(_pretrained_weights(layout))
+            recipe.loaded.update(missing=list(keys.missing), unexpected=list(keys.unexpected))
         return task
 
-    datamodule = ClassificationDataModule(
-        layout / Layout.ENCODED,
-        settings.batch_size,
-        params.seed,
-        num_workers=params.trainer.num_workers,
+    recipe.build_task = build_task
+    return recipe
+
+
+def _language_model(params: Params, layout: Layout, config: Any) -> _Recipe:
+    from safetensors.torch import load_file
+
+    from transformer_pl.data.datamodules import CausalLMDataModule
+    from transformer_pl.tasks import CausalLMTask
+
+    def build_task() -> Any:
+        task = CausalLMTask(config, optim=params.finetune.optim)
+        if params.pretraining is not None:
+            # The same model pretrained: every weight carries over (strict).
+            task.model.load_state_dict(load_file(_pretrained_weights(layout)))
+        return task
+
+    return _Recipe(
+        build_task=build_task,
+        datamodule=_finetune_data(CausalLMDataModule, params, layout),
+        # Evaluation scores text in windows of the block size the model was trained on.
+        export_metadata={"max_length": params.encode.block_size},
     )
-    summary = _fit(
-        "finetune",
-        params,
-        layout,
-        build_task,
-        datamodule,
-        {
-            "max_epochs": settings.max_epochs,
-            "max_steps": settings.max_steps,
-            "gradient_clip": settings.optim.gradient_clip,
-            "accumulate_grad_batches": settings.optim.accumulate_grad_batches,
-            "monitor": "val/accuracy",
-            "mode": "max",
-            "early_stopping_patience": settings.early_stopping_patience,
+
+
+def _translator(params: Params, layout: Layout, config: Any) -> _Recipe:
+    from transformer_pl.data.datamodules import Seq2SeqDataModule
+    from transformer_pl.tasks import Seq2SeqTask
+
+    spec = params.dataset_spec
+    return _Recipe(
+        build_task=lambda: Seq2SeqTask(
+            config, label_smoothing=params.finetune.label_smoothing, optim=params.finetune.optim
+        ),
+        datamodule=_finetune_data(Seq2SeqDataModule, params, layout),
+        export_metadata={
+            "max_length": params.encode.max_length,
+            "source_language": spec.source_language,
+            "target_language": spec.target_language,
         },
-        layout / Layout.FINETUNED,
-        export_metadata={"max_length": params.encode.max_length},
     )
-    summary["from_pretrained"] = settings.from_pretrained
-    summary["pretrained_missing_keys"] = len(loaded.get("missing", []))
-    summary["pretrained_unexpected_keys"] = len(loaded.get("unexpected", []))
-    return summary
-
-
-def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
-    """Test-set metrics of the finetuned model through the same code path the registered model
-    serves (`classify_texts`), beside a TF-IDF + logistic-regression baseline on the same splits.
-    """
-    import numpy as np
-
-    from transformer_pl.baseline import fit_tfidf_baseline
-    from transformer_pl.data import read_frames
-    from transformer_pl.evaluation import (
-        classification_report,
-        measure_latency,
-        split_scalars,
-        write_classification_plots,
-    )
-    from transformer_pl.registry import classify_texts, load_classifier_bundle
-
-    settings = params.evaluate
-    model, tokenizer, bundle = load_classifier_bundle(
-        layout / Layout.FINETUNED, layout / Layout.TOKENIZER
-    )
-    frames = read_frames(layout / Layout.SPLITS)
-    if "test" not in frames:
-        raise StageError(f"{Layout.SPLITS} has no test split: run split")
-    test_texts = frames["test"]["text"].tolist()
-    y_true = frames["test"]["label"].to_numpy(dtype=np.int64)
-    label_names = list(bundle.label_names)
-    probability_columns = [f"probability_{name}" for name in label_names]
-
-    started = time.perf_counter()
-    predictions = classify_texts(model, tokenizer, bundle, test_texts, settings.batch_size)
-    predict_seconds = time.perf_counter() - started
-    report = classification_report(
-        y_true, predictions[probability_columns].to_numpy(), label_names, settings.calibration_bins
-    )
-    model_scalars, _ = split_scalars(report)
-
-    baseline = fit_tfidf_baseline(
-        frames["train"]["text"].tolist(),
-        frames["train"]["label"].to_numpy(dtype=np.int64),
-        frames["val"]["text"].tolist(),
-        frames["val"]["label"].to_numpy(dtype=np.int64),
-        c_grid=settings.baseline_c_grid,
-        max_features=settings.baseline_max_features,
-        seed=params.seed,
-    )
-    baseline_report = classification_report(
-        y_true, baseline.predict_proba(test_texts), label_names, settings.calibration_bins
-    )
-    baseline_scalars, _ = split_scalars(baseline_report)
-
-    latency = measure_latency(
-        lambda text: classify_texts(model, tokenizer, bundle, [text]),
-        test_texts[: settings.latency_examples],
-    )
-    plots_dir = layout / Layout.PLOTS
-    write_classification_plots(
-        report, y_true, predictions[probability_columns].to_numpy(), label_names, plots_dir
-    )
-    # Flat keys, the same in every run, so the MLflow UI lines runs (and the baseline) up.
-    metrics = {
-        **{f"test_{key}": value for key, value in model_scalars.items()},
-        **{f"baseline_test_{key}": value for key, value in baseline_scalars.items()},
-        "baseline_c": baseline.chosen_c,
-        "baseline_val_accuracy": baseline.val_accuracy,
-        "baseline_fit_seconds": round(baseline.fit_seconds, 2),
-        "accuracy_minus_baseline": model_scalars["accuracy"] - baseline_scalars["accuracy"],
-        "test_predict_seconds": round(predict_seconds, 2),
-        **latency,
-    }
-    _write_json(layout / EVALUATION_METRICS, {"dataset": params.dataset, **metrics})
-    return {"dataset": params.dataset, **metrics}
-
-
-def register(params: Params, layout: Layout) -> dict[str, Any]:
-    """Register the finetuned model as a new version (alias `challenger`; `champion` when it
-    beats the current champion by the margin). Unchanged code, data and params register nothing.
-    """
-    from dataclasses import asdict
-
-    from transformer_pl.registry import register_model, registration_fingerprint
-    from transformer_pl.stages.runner import params_subset, path_hashes
-    from transformer_pl.tracking import git_commit, lineage_tags
-
-    spec = STAGES_BY_NAME["register"]
-    evaluation = json.loads((layout / EVALUATION_METRICS).read_text(encoding="utf-8"))
-    metrics = {
-        key: value
-        for key, value in evaluation.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
-    data_hashes = {path: md5 for path, md5 in path_hashes(spec.deps, layout.root).items() if md5}
-    settings = params.register_
-    if settings.metric not in metrics:
-        raise StageError(
-            f"register.metric '{settings.metric}' is not in {EVALUATION_METRICS}; "
-            f"available: {', '.join(sorted(metrics))}"
-        )
-    decision = register_model(
-        layout / Layout.FINETUNED,
-        layout / Layout.TOKENIZER,
-        model_name=params.model_name,
-        metrics=metrics,
-        tags=lineage_tags(
-            dataset=params.dataset, profile=params.profile, stage="register", dvc_hashes=data_hashes
-        ),
-        metric_key=settings.metric,
-        champion_margin=settings.champion_margin,
-        greater_is_better=settings.greater_is_better,
-        fingerprint=registration_fingerprint(
-            git_commit(), data_hashes, params_subset(params, spec.params)
-        ),
-    )
-    summary = {"dataset": params.dataset, **asdict(decision)}
-    _write_json(layout / REGISTRATION_REPORT, summary)
-    return summary
-
-
-def _code(*paths: str) -> tuple[str, ...]:
-    return (*paths, "transformer_pl/stages/training.py")
 
 
 STAGES: tuple[StageSpec, ...] = (
@@ -365,6 +328,7 @@ STAGES: tuple[StageSpec, ...] = (
         deps=(Layout.ENCODED, *MODEL_CODE),
         params=(
             "dataset",
+            "datasets",
             *PROFILE_KEYS,
             "seed",
             "model",
@@ -386,40 +350,13 @@ STAGES: tuple[StageSpec, ...] = (
             "seed",
             "model",
             "trainer",
+            "pretrain.enabled",
             "finetune",
             "encode.max_length",
+            "encode.block_size",
         ),
         outs=(Layout.FINETUNED,),
         metrics=(f"{TRAINING_METRICS}/finetune.json",),
-    ),
-    StageSpec(
-        name="evaluate",
-        run=evaluate,
-        deps=(
-            Layout.FINETUNED,
-            Layout.TOKENIZER,
-            Layout.SPLITS,
-            *_code(
-                "transformer_pl/evaluation.py",
-                "transformer_pl/baseline.py",
-                "transformer_pl/registry.py",
-            ),
-        ),
-        params=("dataset", *PROFILE_KEYS, "seed", "evaluate"),
-        metrics=(EVALUATION_METRICS,),
-        plots=(CONFUSION_PLOT_DATA, ROC_PLOT_DATA, PR_PLOT_DATA, CONFUSION_PNG),
-    ),
-    StageSpec(
-        name="register",
-        run=register,
-        deps=(
-            Layout.FINETUNED,
-            Layout.TOKENIZER,
-            EVALUATION_METRICS,
-            *_code("transformer_pl/registry.py"),
-        ),
-        params=("dataset", *PROFILE_KEYS, "seed", "register", "tracking"),
-        metrics=(REGISTRATION_REPORT,),
     ),
 )
 STAGES_BY_NAME = {spec.name: spec for spec in STAGES}

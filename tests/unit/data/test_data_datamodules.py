@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from transformer_pl.config import DatasetSpec, EncodeParams, TokenizerParams
+from transformer_pl.config import DatasetSpec, EncodeParams, TokenizerParams, TrainerParams
 from transformer_pl.data.datamodules import (
     IGNORE_INDEX,
     CausalLMDataModule,
     ClassificationDataModule,
     LengthBucketSampler,
     MaskedLMDataModule,
+    SeededOrder,
     Seq2SeqDataModule,
+    ShardedBatchSampler,
     mask_tokens,
 )
 from transformer_pl.data.encode import encode_splits
@@ -28,6 +32,9 @@ from transformer_pl.data.tokenizer import (
     PAD_ID,
     train_tokenizer,
 )
+from transformer_pl.model import TransformerConfig
+from transformer_pl.tasks import ClassifierTask
+from transformer_pl.training import build_trainer
 
 WORDS = np.array(["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])
 
@@ -72,6 +79,55 @@ def test_length_buckets_cover_every_index_once_with_similar_lengths():
     assert batches == list(LengthBucketSampler(lengths, 10, seed=3, chunk_batches=10))
     sampler.set_epoch(1)
     assert list(sampler) != batches
+
+
+def rank_batches(make_sampler, world_size: int) -> list[list[list[int]]]:
+    """Per rank, the batches of `make_sampler(rank, world_size)`."""
+    return [list(make_sampler(rank, world_size)) for rank in range(world_size)]
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_ranks_share_out_the_global_batches_of_one_process(shuffle):
+    def make(rank: int, world_size: int) -> ShardedBatchSampler:
+        return ShardedBatchSampler(SeededOrder(53, seed=5, shuffle=shuffle), 8, rank, world_size)
+
+    (single,) = rank_batches(make, 1)
+    ranks = rank_batches(make, 2)
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == len(make(0, 2)) == 7
+    for step, batch in enumerate(single[:-1]):
+        assert ranks[0][step] + ranks[1][step] == batch  # this step's examples, split in two
+        assert not set(ranks[0][step]) & set(ranks[1][step])
+    # The last global batch (53 = 6 * 8 + 5) is topped up to an even split: 3 + 3.
+    last = [ranks[0][-1], ranks[1][-1]]
+    assert [len(part) for part in last] == [3, 3]
+    assert set(last[0] + last[1]) == set(single[-1])
+    every = [i for batches in ranks for batch in batches for i in batch]
+    assert len(every) == 54 and set(every) == set(range(53))  # one example twice
+
+
+def test_length_buckets_split_across_ranks_in_lockstep():
+    # 301 = 5 chunks of 60 (5 batches of 12 each) + a last chunk holding one example.
+    lengths = np.random.default_rng(1).integers(1, 200, size=301)
+
+    def make(rank: int, world_size: int) -> LengthBucketSampler:
+        return LengthBucketSampler(
+            lengths, 12, 3, chunk_batches=5, rank=rank, world_size=world_size
+        )
+
+    (single,) = rank_batches(make, 1)
+    ranks = rank_batches(make, 4)
+    assert {len(batches) for batches in ranks} == {len(single)} == {26}
+    for step, batch in enumerate(single):
+        parts = [ranks[rank][step] for rank in range(4)]
+        assert len({len(part) for part in parts}) == 1  # every rank steps with as many examples
+        assert set().union(*parts) == set(batch)
+        if len(batch) == 12:
+            assert [i for part in parts for i in part] == batch
+
+
+def test_batch_size_must_divide_over_the_ranks():
+    with pytest.raises(ValueError, match=r"batch size 10 \(the global batch\).* 4 processes"):
+        ShardedBatchSampler(SeededOrder(20, seed=0, shuffle=False), 10, rank=0, world_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +185,30 @@ def test_classification_batches_pad_dynamically(encoded):
     assert first_batch(datamodule, "test_dataloader")["labels"].tolist() == [0, 1] * 4
 
 
+class RecordBatches(pl.Callback):
+    def __init__(self) -> None:
+        self.epochs: dict[int, list[list[list[int]]]] = {}
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        batch = args[1]
+        self.epochs.setdefault(trainer.current_epoch, []).append(batch["input_ids"].tolist())
+
+
+def test_the_trainer_reshuffles_the_length_buckets_every_epoch(encoded, tmp_path):
+    trainer = build_trainer(
+        TrainerParams(accelerator="cpu", devices=1), output_dir=tmp_path, seed=0, max_epochs=2
+    )
+    record = RecordBatches()
+    trainer.callbacks.append(record)
+    config = TransformerConfig(vocab_size=100, d_model=16, n_heads=2, n_layers=1, d_ff=32)
+    datamodule = ClassificationDataModule(encoded["classify"], batch_size=8, seed=0)
+
+    trainer.fit(ClassifierTask(config, num_labels=2), datamodule=datamodule)
+
+    assert [len(record.epochs[epoch]) for epoch in (0, 1)] == [5, 5]  # 40 examples / 8
+    assert record.epochs[0] != record.epochs[1]
+
+
 def test_masked_lm_trains_on_fresh_masks_and_validates_on_fixed_ones(encoded):
     datamodule = MaskedLMDataModule(encoded["classify"], batch_size=8, seed=0, mask_probability=0.3)
     batch = first_batch(datamodule)
@@ -139,8 +219,10 @@ def test_masked_lm_trains_on_fresh_masks_and_validates_on_fixed_ones(encoded):
     same_seed = MaskedLMDataModule(encoded["classify"], batch_size=8, seed=0, mask_probability=0.3)
     assert torch.equal(first_batch(same_seed)["labels"], batch["labels"])
     train = datamodule.train_dataloader()
-    first, second = (next(iter(train))["labels"] for _ in range(2))  # two epochs
-    assert not torch.equal(first, second)
+    first = next(iter(train))["labels"]
+    assert torch.equal(next(iter(train))["labels"], first)  # masks are a function of the epoch
+    train.batch_sampler.set_epoch(1)  # what Lightning calls before each epoch
+    assert not torch.equal(next(iter(train))["labels"], first)
     val = datamodule.val_dataloader()
     first, second = (next(iter(val))["labels"] for _ in range(2))
     assert torch.equal(first, second) and (first != IGNORE_INDEX).any()

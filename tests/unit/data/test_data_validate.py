@@ -1,4 +1,5 @@
-"""Great Expectations gate: clean data passes; each broken rule fails, named with its count."""
+"""Great Expectations gate: clean data passes; each broken rule fails, named with its count —
+for labelled examples, parallel text and language-model corpora."""
 
 from __future__ import annotations
 
@@ -110,3 +111,83 @@ def test_summary_counts_unaligned_translation_lines():
     dropped = quarantine([("train", 2, "parse_error")]).assign(detail="no aligned line in x.en")
     summary = split_summary(frames, dropped, spec)
     assert summary.loc[0, "unaligned_lines"] == 1 and summary.loc[0, "quarantine_fraction"] == 0.5
+
+
+TRANSLATION = DatasetSpec(
+    task="translate",
+    path="x",
+    format="parallel_text",
+    splits={"train": "t.{lang}", "test": "t.{lang}"},
+    source_language="de",
+    target_language="en",
+)
+CORPUS = DatasetSpec(task="lm", path="x", format="text", splits={"train": "t"})
+
+
+def pairs(sources: list[str], targets: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "row": range(1, len(sources) + 1),
+            "text": pd.array(sources, "string"),
+            "target": pd.array(targets, "string"),
+        }
+    )
+
+
+def test_parallel_text_suites_check_both_sides_ratios_pairs_and_alignment(tmp_path):
+    good = {
+        "train": pairs([f"ein Hund {i}" for i in range(5)], [f"a dog {i}" for i in range(5)]),
+        "test": pairs([f"eine Katze {i}" for i in range(4)], [f"a cat {i}" for i in range(4)]),
+    }
+    outcome = validate_splits(
+        good, quarantine([]), "pairs", TRANSLATION, CleanParams(), PARAMS, tmp_path / "ok"
+    )
+    assert outcome.success, outcome.failures
+
+    bad = {
+        "train": pairs(
+            ["ein Hund", "ein Hund", "ja", "eine Katze 3", "eine Katze 3", "eine Maus"],
+            ["a dog", "a dog", "yes, a very long answer indeed", "", "a cat", "a mouse"],
+        ),
+        "test": good["test"],
+    }
+    unaligned = quarantine([("train", 7, "parse_error")]).assign(detail="no aligned line in t.en")
+    outcome = validate_splits(
+        bad, unaligned, "pairs", TRANSLATION, CleanParams(), PARAMS, tmp_path / "bad"
+    )
+    failures = "\n".join(outcome.failures)
+    for expected in [
+        "pairs.train: expect_column_value_lengths_to_be_between on 'target'",  # an empty side
+        "pairs.train: expect_compound_columns_to_be_unique {'column_list': ['text', 'target']} "
+        "failed: 2 unexpected",
+        "pairs.train: expect_column_values_to_be_between on 'length_ratio'",
+        "pairs.summary: expect_column_values_to_be_between on 'unaligned_lines'",
+    ]:
+        assert expected in failures, failures
+    assert outcome.splits[0]["unaligned_lines"] == 1
+
+
+def test_text_corpus_suites_allow_repeated_lines_and_count_words(tmp_path):
+    lines = ["= Heading =", "Some words in a line .", "= Heading =", "More words here ."]
+    frame = pd.DataFrame({"row": range(1, 5), "text": pd.array(lines, "string")})
+    enough = ValidateParams(min_rows_per_split=4, min_words_per_split=16)
+    outcome = validate_splits(
+        {"train": frame}, quarantine([]), "corpus", CORPUS, CleanParams(), enough, tmp_path / "a"
+    )
+    assert outcome.success, outcome.failures  # a repeated heading is structure, not a duplicate
+    assert outcome.splits[0]["words"] == 16
+
+    too_little = ValidateParams(min_rows_per_split=4, min_words_per_split=17)
+    outcome = validate_splits(
+        {"train": frame},
+        quarantine([]),
+        "corpus",
+        CORPUS,
+        CleanParams(),
+        too_little,
+        tmp_path / "b",
+    )
+    assert outcome.failures == [
+        "corpus.summary: expect_column_values_to_be_between on 'words' {'min_value': 17.0} "
+        "failed: 1 unexpected (e.g. [16])"
+    ]
