@@ -190,5 +190,5 @@ def reviews_params() -> dict[str, Any]:
             }
         },
         "validate": {"min_rows_per_split": 20},
-        "tokenizer": {"vocab_size": 200},
+        "tokenizer": {"vocab_size": 400},
     }

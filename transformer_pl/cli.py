@@ -6,10 +6,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from pipelines.temporary_server import STARTUP_TIMEOUT_VARIABLE, start_unless_configured
 from transformer_pl.config import ConfigError, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -80,19 +81,40 @@ def show_params(profile: ProfileOption = None, params_file: ParamsOption = None)
 @app.command("run")
 def run_pipeline(profile: ProfileOption = None, params_file: ParamsOption = None) -> None:
     """Run the whole pipeline as a Prefect flow (cached stages are skipped), tracked in MLflow."""
-    # Without PREFECT_API_URL the flow starts a temporary server; Prefect's 20 s allowance for
-    # that is too short on a busy small machine. Read when Prefect is imported, just below.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # Prefect's 20 s allowance for starting its temporary server is too short on a busy small
+    # machine.
+    os.environ.setdefault(STARTUP_TIMEOUT_VARIABLE, "120")
+    # Without a Prefect server to use, one boots in the background during the imports below.
+    server = start_unless_configured()
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_UI_URL,
+        get_current_settings,
+        temporary_settings,
+    )
+
     from pipelines.flows import headline, pipeline_flow
     from transformer_pl.stages import StageError
 
+    if server is not None and get_current_settings().api.url:  # a Prefect profile names one
+        server.stop()
+        server = None
+    api_settings: dict[Any, str] = {}
+    if server is not None:
+        server.wait_until_ready()
+        # No UI and gone at exit: no "View at" links to it.
+        api_settings = {PREFECT_API_URL: server.api_url, PREFECT_UI_URL: ""}
     try:
-        result = pipeline_flow(
-            profile=profile, params_file=str(params_file) if params_file else None
-        )
+        with temporary_settings(updates=api_settings):
+            result = pipeline_flow(
+                profile=profile, params_file=str(params_file) if params_file else None
+            )
     except (ConfigError, StageError) as error:
         typer.echo(f"pipeline failed: {error}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        if server is not None:
+            server.stop_after_flush()
     for fact, value in headline(result.stages):
         typer.echo(f"{fact}: {value}")
     typer.echo(f"MLflow run: {result.mlflow_run_url}")

@@ -121,12 +121,26 @@ class SplitParams(Section):
     stratify: bool = True
 
 
+BYTE_LEVEL_BASE_VOCABULARY = 256 + 7  # bytes + data.tokenizer.SPECIAL_TOKENS
+
+
 class TokenizerParams(Section):
-    kind: Literal["wordpiece", "bpe"] = "wordpiece"
+    kind: Literal["bpe", "wordpiece"] = "bpe"
     vocab_size: int = Field(16_000, ge=100)
     min_frequency: int = Field(2, ge=1)
     lowercase: bool = True
     use_unlabeled: bool = True  # train on unlabeled text too, where the dataset has it
+
+    @model_validator(mode="after")
+    def _room_for_merges(self) -> TokenizerParams:
+        # Byte-level BPE starts from all 256 bytes (+ the special tokens): a smaller vocabulary
+        # would silently come out larger than asked.
+        if self.kind == "bpe" and self.vocab_size <= BYTE_LEVEL_BASE_VOCABULARY:
+            raise ValueError(
+                f"vocab_size must be > {BYTE_LEVEL_BASE_VOCABULARY} for kind bpe "
+                f"(256 bytes + special tokens), got {self.vocab_size}"
+            )
+        return self
 
 
 class EncodeParams(Section):

@@ -310,13 +310,6 @@ def _locked_out_hashes(root: Path) -> dict[str, str]:
     return {out["path"]: out["md5"] for entry in lock["stages"].values() for out in entry["outs"]}
 
 
-# Known open problem: one clean-clone run (2026-11-29) got test_accuracy 0.654 from `dvc repro`
-# against 0.639 from the Prefect run, while earlier runs matched exactly and `tpl stage finetune`
-# twice gives byte-identical weights. Until the nondeterministic step is found, a mismatch is
-# reported (XFAIL) rather than failing CI; an exact match shows as XPASS.
-@pytest.mark.xfail(
-    strict=False, reason="intermittent Prefect-vs-DVC metric mismatch under investigation"
-)
 def test_dvc_repro_reproduces_the_prefect_run(
     first_run: PipelineRun, reproduction: Reproduction
 ) -> None:

@@ -74,6 +74,12 @@ def test_heads_must_divide_width(raw):
         parse_params(raw)
 
 
+def test_byte_level_vocabulary_must_leave_room_for_merges(raw):
+    raw["tokenizer"].update(kind="bpe", vocab_size=200)
+    with pytest.raises(ConfigError, match=r"tokenizer.*vocab_size must be > 263 for kind bpe"):
+        parse_params(raw)
+
+
 def test_classification_spec_needs_labels(raw):
     del raw["datasets"]["imdb"]["label_names"]
     with pytest.raises(ConfigError, match=r"datasets\.imdb.*label_names"):

@@ -1,4 +1,4 @@
-"""Tokenizer: a Hugging Face `tokenizers` WordPiece or byte-level BPE, trained on training text.
+"""Tokenizer: a Hugging Face `tokenizers` byte-level BPE or WordPiece, trained on training text.
 
 Trained on the train split only (+ unlabeled text where the dataset has it and `use_unlabeled`;
 translation: both sides, one joint vocabulary, so that source and target share embeddings). The
@@ -9,10 +9,16 @@ special tokens come first, so their ids are fixed for every dataset and model:
 The post-processor wraps a single text as [CLS] … [SEP] (classification); encode adds [BOS]/[EOS]
 itself where it needs them. The normalizer also drops HTML line breaks and applies NFKC (and
 lowercasing), so raw text at serving time is normalised like the cleaned training text.
+
+Byte-level BPE (the default) trains the same vocabulary from the same text in every process.
+WordPiece does not always: the trainer numbers the "##" continuation pieces in hash-map order,
+and merges of equal count are taken in id order, so near the vocabulary cut-off a different
+piece can win from one process to the next (seen on a few hundred IMDB reviews).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,6 +31,8 @@ from transformer_pl.config import DatasetSpec, TokenizerParams
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID, BOS_ID, EOS_ID = range(len(SPECIAL_TOKENS))
 FIRST_REGULAR_ID = len(SPECIAL_TOKENS)  # ids below this are special
+
+log = logging.getLogger(__name__)
 
 
 def new_tokenizer(params: TokenizerParams) -> tuple[Tokenizer, trainers.Trainer]:
@@ -57,8 +65,12 @@ def train_tokenizer(texts: Iterable[str], params: TokenizerParams) -> Tokenizer:
     tokenizer, trainer = new_tokenizer(params)
     tokenizer.train_from_iterator(texts, trainer)
     if params.kind == "wordpiece":
-        # The trainer numbers tokens in hash-map order, which changes from run to run; WordPiece
-        # matching does not depend on ids, so number them in sorted order: reproducible files.
+        log.warning(
+            "tokenizer.kind wordpiece: the vocabulary may differ between runs on the same text "
+            "(ties at the cut-off); use bpe for bit-reproducible runs"
+        )
+        # WordPiece matching does not depend on ids: number the pieces in sorted order, so the
+        # same vocabulary always gives the same ids.
         regular = sorted(token for token in tokenizer.get_vocab() if token not in SPECIAL_TOKENS)
         vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *regular])}
         tokenizer.model = models.WordPiece(vocab, unk_token="[UNK]")

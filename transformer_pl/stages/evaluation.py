@@ -296,8 +296,12 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
         metric_key=metric_key,
         champion_margin=params.register_.champion_margin,
         greater_is_better=greater_is_better,
+        # Not the metrics file: it holds latencies, so re-running evaluate alone would otherwise
+        # register the same weights again.
         fingerprint=registration_fingerprint(
-            git_commit(), data_hashes, params_subset(params, spec.params)
+            git_commit(),
+            {path: md5 for path, md5 in data_hashes.items() if path != EVALUATION_METRICS},
+            params_subset(params, spec.params),
         ),
         bundle_fields={"decoding": params.decode.model_dump()} if sequence_bundle else None,
     )

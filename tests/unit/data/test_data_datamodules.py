@@ -135,7 +135,7 @@ def encoded(tmp_path_factory) -> dict[str, Path]:
     """Small encoded datasets for classification and translation."""
     root = tmp_path_factory.mktemp("encoded")
     tokenizer = root / "tokenizer.json"
-    train_tokenizer(sentences(100, 0), TokenizerParams(vocab_size=100, min_frequency=1)).save(
+    train_tokenizer(sentences(100, 0), TokenizerParams(kind="wordpiece", vocab_size=100, min_frequency=1)).save(
         str(tokenizer)
     )
     classify = DatasetSpec(

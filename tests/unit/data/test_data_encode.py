@@ -41,7 +41,7 @@ def sentences(n: int, seed: int, length: int = 12) -> list[str]:
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    train_tokenizer(sentences(200, 0), TokenizerParams(vocab_size=100, min_frequency=1)).save(
+    train_tokenizer(sentences(200, 0), TokenizerParams(kind="wordpiece", vocab_size=100, min_frequency=1)).save(
         str(path)
     )
     return path
