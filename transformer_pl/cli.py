@@ -95,12 +95,14 @@ def run_pipeline(profile: ProfileOption = None, params_file: ParamsOption = None
 
     from pipelines.flows import headline, pipeline_flow
     from transformer_pl.stages import StageError
+    from transformer_pl.tracking import open_tracking_store
 
     if server is not None and get_current_settings().api.url:  # a Prefect profile names one
         server.stop()
         server = None
     api_settings: dict[Any, str] = {}
     if server is not None:
+        open_tracking_store()  # while the server boots
         server.wait_until_ready()
         # No UI and gone at exit: no "View at" links to it.
         api_settings = {PREFECT_API_URL: server.api_url, PREFECT_UI_URL: ""}

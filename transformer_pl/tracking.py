@@ -12,6 +12,7 @@ same store that `make ui` shows.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -55,6 +56,13 @@ def _local_artifact_location(uri: str, experiment_name: str) -> str | None:
     database = Path(uri.removeprefix("sqlite:///"))
     folder = re.sub(r"[^\w.\-]", "_", experiment_name)
     return (database.resolve().parent / "mlartifacts" / folder).as_uri()
+
+
+def open_tracking_store() -> None:
+    """Open the tracking store ahead of its first use: MLflow imports its store and, for SQLite,
+    checks (on first use creates) the schema, a second or more that `tpl run` spends while
+    Prefect's server boots."""
+    MlflowClient(tracking_uri()).search_experiments(max_results=1)
 
 
 def configure_tracking(experiment_name: str) -> str:
@@ -104,8 +112,17 @@ def flatten_params(nested: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 
 def _file_md5(path: Path) -> str:
+    # A run checks the same files several times (a stage's cache key, whether its outputs are
+    # intact, whether dvc.lock agrees, the next stage's inputs): hash each version of a file once
+    # per process. A version is (inode, size, mtime in ns), as DVC's own state database keys it.
+    status = path.stat()
+    return _content_md5(str(path.resolve()), status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _content_md5(path: str, inode: int, size: int, mtime_ns: int) -> str:
     digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         while chunk := handle.read(_HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()

@@ -6,19 +6,38 @@ each, the workspace as working directory, its own MLflow store.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 # One subprocess may train the tiny model; far above its few minutes, only a guard against a hang.
 COMMAND_TIMEOUT_SECONDS = 1200
 VENV_BIN = Path(sys.executable).parent  # where `tpl` and `dvc` are installed
+MLFLOW_RUN_ID = re.compile(r"MLflow run: \S*/runs/(\w+)")
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """A finished `tpl run` in a workspace: what it printed and the MLflow parent run it made."""
+
+    workspace: Workspace
+    profile: str
+    stdout: str
+    stderr: str
+    wall_seconds: float
+    mlflow_run_id: str
+
+    def json(self, relative: str) -> dict[str, Any]:
+        return json.loads((self.workspace.root / relative).read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,17 @@ class Workspace:
 
     def tpl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run(str(VENV_BIN / "tpl"), *args)
+
+    def run_pipeline(self, profile: str) -> PipelineRun:
+        """`tpl run --profile PROFILE`, which must succeed and name its MLflow run."""
+        started = time.perf_counter()
+        result = self.tpl("run", "--profile", profile)
+        wall_seconds = time.perf_counter() - started
+        assert result.returncode == 0, f"tpl run failed:\n{result.stdout}\n{result.stderr[-6000:]}"
+        run_id = MLFLOW_RUN_ID.search(result.stdout)
+        assert run_id, f"tpl run printed no MLflow run:\n{result.stdout}"
+        print(f"tpl run --profile {profile}: {wall_seconds:.0f} s")
+        return PipelineRun(self, profile, result.stdout, result.stderr, wall_seconds, run_id[1])
 
     def dvc(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run(sys.executable, "-m", "dvc", *args)

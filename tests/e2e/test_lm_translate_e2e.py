@@ -16,10 +16,8 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ from transformer_pl.config import deep_merge, load_params
 pytestmark = pytest.mark.slow
 
 MakeE2eWorkspace = Callable[..., Any]  # conftest.py: e2e_workspace(name, ...)
-MLFLOW_RUN_ID = re.compile(r"MLflow run: \S*/runs/(\w+)")
+ProfileRun = Any  # conftest.PipelineRun
 # The overfit check: the first pairs of Multi30k's train split as train, val and test; held-out
 # pairs are not dropped as leakage, and the profile's model trains for more epochs on them.
 OVERFIT_PAIRS = 256
@@ -47,32 +45,9 @@ PROFILES = {
 }
 
 
-@dataclass(frozen=True)
-class ProfileRun:
-    workspace: Any  # conftest.Workspace
-    profile: str
-    stdout: str
-    wall_seconds: float
-    mlflow_run_id: str
-
-    def json(self, relative: str) -> dict[str, Any]:
-        return json.loads((self.workspace.root / relative).read_text(encoding="utf-8"))
-
-
-def _tpl_run(workspace: Any, profile: str) -> ProfileRun:
-    started = time.perf_counter()
-    result = workspace.tpl("run", "--profile", profile)
-    wall_seconds = time.perf_counter() - started
-    assert result.returncode == 0, f"tpl run failed:\n{result.stdout}\n{result.stderr[-6000:]}"
-    run_id = MLFLOW_RUN_ID.search(result.stdout)
-    assert run_id, f"tpl run printed no MLflow run:\n{result.stdout}"
-    print(f"tpl run --profile {profile}: {wall_seconds:.0f} s")
-    return ProfileRun(workspace, profile, result.stdout, wall_seconds, run_id[1])
-
-
 @pytest.fixture(scope="module")
 def lm_run(e2e_workspace: MakeE2eWorkspace) -> ProfileRun:
-    return _tpl_run(e2e_workspace("tiny-lm"), "tiny-lm")
+    return e2e_workspace("tiny-lm").run_pipeline("tiny-lm")
 
 
 def _write_overfit_pairs(multi30k: Path, folder: Path) -> Path:
@@ -99,7 +74,7 @@ def translate_run(
     params["profiles"]["tiny-translate"] = deep_merge(params["profiles"]["tiny-translate"], OVERFIT)
     params_file.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     workspace.git("commit", "--quiet", "--all", "-m", "overfit check")
-    return _tpl_run(workspace, "tiny-translate")
+    return workspace.run_pipeline("tiny-translate")
 
 
 @pytest.fixture(params=list(PROFILES))

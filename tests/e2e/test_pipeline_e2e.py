@@ -18,7 +18,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from transformer_pl.config import load_params
 from transformer_pl.stages import STAGES
 
 MakeE2eWorkspace = Callable[..., Any]  # conftest.py: e2e_workspace(name, dataset_path=None)
+PipelineRun = Any  # conftest.PipelineRun
 
 PROFILE = "tiny"
 DATASET = "imdb"
@@ -44,7 +44,6 @@ EVALUATION_METRICS = "metrics/evaluate.json"
 MIN_TEST_ACCURACY = 0.55
 # Test-set metrics that depend only on params, data and seed (timings and latencies do not).
 TIMING = re.compile(r"seconds|latency|_ms$|per_second")
-MLFLOW_RUN_ID = re.compile(r"MLflow run: \S*/runs/(\w+)")
 # Stage outputs free of timestamps and absolute paths (unlike Data Docs, checkpoints and
 # training summaries), so byte-identical when a run is reproduced.
 DETERMINISTIC_DATA = (
@@ -57,25 +56,6 @@ DETERMINISTIC_DATA = (
 )
 MODEL_WEIGHTS = ("models/pretrain/model.safetensors", "models/finetune/model.safetensors")
 COMMAND_TIMEOUT_SECONDS = 1200
-
-
-@dataclass(frozen=True)
-class PipelineRun:
-    workspace: Any  # conftest.Workspace
-    stdout: str
-    stderr: str
-    wall_seconds: float
-    mlflow_run_id: str
-
-
-def _tpl_run(workspace: Any) -> PipelineRun:
-    started = time.perf_counter()
-    result = workspace.tpl("run", "--profile", PROFILE)
-    wall_seconds = time.perf_counter() - started
-    assert result.returncode == 0, f"tpl run failed:\n{result.stdout}\n{result.stderr[-6000:]}"
-    run_id = MLFLOW_RUN_ID.search(result.stdout)
-    assert run_id, f"tpl run printed no MLflow run:\n{result.stdout}"
-    return PipelineRun(workspace, result.stdout, result.stderr, wall_seconds, run_id[1])
 
 
 def _metrics(root: Path) -> dict[str, Any]:
@@ -123,7 +103,7 @@ def _model_name(root: Path) -> str:
 
 @pytest.fixture(scope="module")
 def first_run(e2e_workspace: MakeE2eWorkspace) -> PipelineRun:
-    return _tpl_run(e2e_workspace("prefect-run"))
+    return e2e_workspace("prefect-run").run_pipeline(PROFILE)
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +212,7 @@ def test_predict_classifies_with_the_registered_champion(first_run: PipelineRun)
 def test_rerun_with_nothing_changed_skips_every_stage(
     first_run: PipelineRun, client: MlflowClient
 ) -> None:
-    rerun = _tpl_run(first_run.workspace)
+    rerun = first_run.workspace.run_pipeline(PROFILE)
     print(f"first run {first_run.wall_seconds:.1f} s, cached rerun {rerun.wall_seconds:.1f} s")
 
     for name in STAGES:

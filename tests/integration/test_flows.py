@@ -5,6 +5,7 @@ input failing the flow at validation without retries."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -27,7 +28,7 @@ from typer.testing import CliRunner
 from pipelines import flows
 from transformer_pl.cli import app
 from transformer_pl.config import ConfigError, load_params
-from transformer_pl.stages import STAGES, StageError
+from transformer_pl.stages import STAGES, Layout, StageError
 
 STATE_RECORDING_TIMEOUT_SECONDS = 60
 PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -220,3 +221,11 @@ def test_tpl_run_tracks_the_pipeline_in_one_mlflow_run(
     )
     assert {stage.data.tags["stage"] for stage in stage_runs} == set(STAGES)
     _assert_dvc_clean(root, list(STAGES))
+
+    # evaluate run again measures other latencies; the model is the same: nothing to register.
+    evaluation_file = root / "metrics" / "evaluate.json"
+    evaluation = json.loads(evaluation_file.read_text(encoding="utf-8"))
+    evaluation["test_predict_seconds"] += 1.0
+    evaluation_file.write_text(json.dumps(evaluation), encoding="utf-8")
+    again = STAGES["register"].run(tiny, Layout(root))
+    assert not again["registered"] and again["version"] == "1", again

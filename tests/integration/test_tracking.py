@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -174,6 +175,22 @@ def test_dvc_md5_matches_dvc(tmp_path):
         "d": "8b265228d449032f006b6d49cd28fcaf.dir",
         "f.txt": "04153b3135e575c274352238bed301e7",
     }
+
+
+def test_dvc_md5_rehashes_a_file_only_when_it_changes(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_bytes(b"first")
+    first = dvc_md5(path)
+    # Same size, rewritten in place: a new modification time makes it a new version. (Set
+    # explicitly: two writes within one kernel clock tick can share a timestamp.)
+    modified = path.stat().st_mtime_ns
+    path.write_bytes(b"other")
+    os.utime(path, ns=(modified + 1_000_000, modified + 1_000_000))
+    assert dvc_md5(path) == hashlib.md5(b"other").hexdigest() != first
+    # An unchanged file is not read again.
+    reads = tracking._content_md5.cache_info().misses
+    assert dvc_md5(path) == hashlib.md5(b"other").hexdigest()
+    assert tracking._content_md5.cache_info().misses == reads
 
 
 def test_lineage_tags(monkeypatch):
