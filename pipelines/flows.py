@@ -367,6 +367,8 @@ def headline(stages: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
 
 
 def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # counts: 24799, not 2.48e+04
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

@@ -222,15 +222,21 @@ def classify_texts(
     """One row per text: `label` (name), `label_id` and `probability_<label>` for every class.
 
     `model` and `tokenizer` as `load_classifier_bundle` returns them (eval mode, padding on).
+    Texts are batched by length, each batch cut to its longest text: IMDB reviews padded to
+    512 tokens would otherwise cost nearly twice the work.
     """
-    batches = []
-    for start in range(0, len(texts), batch_size):
-        encodings = tokenizer.encode_batch(list(texts[start : start + batch_size]))
+    probabilities = torch.empty(len(texts), config.num_labels)
+    if texts:
+        encodings = tokenizer.encode_batch_fast(list(texts))  # padded to the longest text
         input_ids = torch.tensor([encoding.ids for encoding in encodings])
         attention_mask = torch.tensor([encoding.attention_mask for encoding in encodings])
-        logits = model(input_ids, attention_mask).logits
-        batches.append(logits.float().softmax(dim=-1))
-    probabilities = torch.cat(batches) if batches else torch.empty(0, config.num_labels)
+        lengths = attention_mask.sum(dim=1)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        for start in range(0, len(texts), batch_size):
+            batch = order[start : start + batch_size]
+            width = int(lengths[batch].max())
+            logits = model(input_ids[batch, :width], attention_mask[batch, :width]).logits
+            probabilities[batch] = logits.float().softmax(dim=-1)
     label_ids = probabilities.argmax(dim=-1)
     return pd.DataFrame(
         {

@@ -33,6 +33,7 @@ from transformer_pl.registry import (
     CHAMPION,
     FINGERPRINT_TAG,
     RegistrationDecision,
+    classify_texts,
     load_champion,
     load_classifier_bundle,
     predict_texts,
@@ -339,6 +340,23 @@ def test_bundle_round_trip_restores_the_model(
     input_ids = torch.tensor([tokenizer.encode(SENTENCES[0]).ids])
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids).logits, classifier(input_ids).logits)
+
+
+def test_batches_of_any_size_classify_like_one_text_at_a_time(
+    bundle_dir: Path, tokenizer_path: Path
+) -> None:
+    # Batched by length: each row must still land at its own text's position.
+    model, tokenizer, config = load_classifier_bundle(bundle_dir, tokenizer_path)
+    texts = [SENTENCES[2], "wonderful " * 100, SENTENCES[0], "dull", *SENTENCES[3:]]
+
+    alone = pd.concat(
+        [classify_texts(model, tokenizer, config, [text]) for text in texts], ignore_index=True
+    )
+    for batch_size in (2, 3, 32):
+        pd.testing.assert_frame_equal(
+            classify_texts(model, tokenizer, config, texts, batch_size), alone, rtol=1e-4, atol=1e-6
+        )
+    assert classify_texts(model, tokenizer, config, []).shape == (0, 2 + len(LABEL_NAMES))
 
 
 def test_bundle_of_another_task_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
