@@ -10,9 +10,10 @@ folders it declares as deps, and the values of the params keys it declares — m
 run *and* its outputs on disk are still the ones that run produced. Results and cache records live
 in `.prefect-results/` under the project.
 
-DVC agreement: after a stage runs, `dvc commit --force <stage>` records its deps, params and outs in
-`dvc.lock`; a skipped stage is committed too when dvc.lock does not already record it as it is. So
-`dvc status` is clean after a Prefect run, just as after `dvc repro`.
+DVC agreement: when a group flow ends (or fails), one `dvc commit --force <stages>` records the
+deps, params and outs of the stages it ran in `dvc.lock`, and of any skipped stage that dvc.lock
+does not already record as it is. So `dvc status` is clean after a Prefect run, just as after
+`dvc repro`. (One commit per group, not per stage: each `dvc commit` costs ~1.5 s of start-up.)
 
 Multi-process training: when the params give a training stage more than one process, its task
 starts `torchrun ... tpl stage <name>` and reads back the summary rank 0 wrote. The flow's own
@@ -23,18 +24,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import TaskRun
@@ -42,9 +40,21 @@ from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from transformer_pl.config import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params
+from pipelines.report import summary_markdown
+from pipelines.workspace import (
+    RESULTS_DIR,
+    PipelineResult,
+    dvc_lock_agrees,
+    outputs_intact,
+    prepare_params,
+    record_in_dvc,
+    record_outputs,
+    record_pipeline_run,
+    resolve_params_file,
+)
+from transformer_pl.config import ConfigError, Params
 from transformer_pl.stages import STAGES, Layout, StageError, StageSpec
-from transformer_pl.stages.runner import path_hashes, run_stage, stage_input_key
+from transformer_pl.stages.runner import run_stage, stage_input_key
 from transformer_pl.tracking import configure_tracking, lineage_tags, pipeline_run, tracking_uri
 
 # Which flow runs which stage. Each group runs its stages in STAGES order; a stage not yet
@@ -54,108 +64,20 @@ TRAINING_STAGES = ("pretrain", "finetune")
 EVALUATION_STAGES = ("evaluate", "register")
 STAGE_GROUPS = {"data": DATA_STAGES, "training": TRAINING_STAGES, "evaluation": EVALUATION_STAGES}
 
-DVC_PIPELINE_FILE = "dvc.yaml"
-DVC_LOCK_FILE = "dvc.lock"
-# Task results and cache records (Prefect), relative to the project root.
-RESULTS_DIR = Path(".prefect-results")
-# Per stage: the input key of its last run and the hashes of the outputs that run left behind.
-OUTPUT_RECORDS_DIR = RESULTS_DIR / "outputs"
-
 # Transient failures (a busy DVC lock, a flaky filesystem or tracking server) get retried;
 # a stage refusing its input or a bad config fails the flow at once.
 STAGE_RETRIES = 2
 STAGE_RETRY_DELAYS_SECONDS = [10.0, 60.0]
+DVC_COMMIT_RETRY_DELAYS_SECONDS = [2.0, 10.0]
 NOT_RETRIED = (StageError, ConfigError)
 LAUNCHER_OUTPUT_TAIL_LINES = 40  # of a failed torchrun launch, quoted in the task's error
 
-MISSING = object()
-BASELINE_PREFIX = "baseline_"
 SUMMARY_ARTIFACT_KEY = "transformer-pl-summary"
 LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"  # `make ui`
-YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where built
-_PROFILE_LINE = re.compile(r"^profile:[ \t]*(?P<value>[^#\n]*?)[ \t]*(?P<comment>#.*)?$", re.M)
-
-
-# --- cache keys -------------------------------------------------------------------------------
-
-
-def stage_outputs(spec: StageSpec) -> tuple[str, ...]:
-    return spec.outs + spec.metrics + spec.plots
-
-
-def _output_record_path(spec: StageSpec) -> Path:
-    return OUTPUT_RECORDS_DIR / f"{spec.name}.json"
-
-
-def record_outputs(spec: StageSpec, input_key: str) -> None:
-    record = {"input_key": input_key, "outputs": path_hashes(stage_outputs(spec))}
-    path = _output_record_path(spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
-
-
-def outputs_intact(spec: StageSpec, input_key: str) -> bool:
-    """Whether the outputs on disk are exactly what the last run with these inputs produced.
-
-    A cached result is only valid with them: deleted, edited, or overwritten by a run with other
-    inputs (`dvc repro`, a Prefect run with other params) means the stage must run again.
-    """
-    path = _output_record_path(spec)
-    if not path.is_file():
-        return False
-    record = json.loads(path.read_text(encoding="utf-8"))
-    return record["input_key"] == input_key and record["outputs"] == path_hashes(
-        stage_outputs(spec)
-    )
 
 
 def _input_key_argument(context: TaskRunContext, arguments: dict[str, Any]) -> str:
     return arguments["input_key"]
-
-
-# --- DVC agreement ----------------------------------------------------------------------------
-
-
-def record_in_dvc(*stage_names: str) -> None:
-    """Write the stages' current deps, params and outs into dvc.lock (and outs into the cache)."""
-    # Not --quiet: that silences DVC's error messages too.
-    command = [sys.executable, "-m", "dvc", "commit", "--force", *stage_names]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        stages = " ".join(stage_names)
-        raise RuntimeError(f"`dvc commit {stages}` failed:\n{result.stderr or result.stdout}")
-
-
-def dvc_lock_agrees(spec: StageSpec, params_file: Path) -> bool:
-    """Whether dvc.lock already records the stage's deps, outs and params as they are now.
-
-    A cheap stand-in for `dvc status <stage>` (whose YAML parsing takes seconds): a False only
-    costs a needless `dvc commit`.
-    """
-    lock_path = Path(DVC_LOCK_FILE)
-    if not lock_path.is_file():
-        return False
-    lock = yaml.load(lock_path.read_text(encoding="utf-8"), Loader=YamlLoader) or {}
-    entry = (lock.get("stages") or {}).get(spec.name)
-    if not entry:
-        return False
-    raw_params = yaml.load(params_file.read_text(encoding="utf-8"), Loader=YamlLoader) or {}
-
-    def recorded(section: str) -> dict[str, str | None]:
-        return {item["path"]: item.get("md5") for item in entry.get(section) or []}
-
-    def current(key: str) -> Any:
-        value: Any = raw_params
-        for part in key.split("."):
-            value = value.get(part, MISSING) if isinstance(value, Mapping) else MISSING
-        return value
-
-    return (
-        recorded("deps") == path_hashes(spec.deps)
-        and recorded("outs") == path_hashes(stage_outputs(spec))
-        and (entry.get("params") or {}).get(params_file.name)
-        == {key: current(key) for key in spec.params}
-    )
 
 
 # --- multi-process training -------------------------------------------------------------------
@@ -226,14 +148,13 @@ def _stage_task(spec: StageSpec) -> Task[..., dict[str, Any]]:
             summary = launch_stage(spec, params, params_file)
         else:
             summary = run_stage(spec, params, Layout())
-        record_in_dvc(spec.name)
-        record_outputs(spec, input_key)
+        record_outputs(spec, input_key, summary)
         return summary
 
     return task(
         run_and_record,
         name=spec.name,
-        description=f"Run stage '{spec.name}' and record it in dvc.lock.",
+        description=f"Run stage '{spec.name}' and record the outputs it left.",
         cache_key_fn=_input_key_argument,
         persist_result=True,
         result_storage=RESULTS_DIR,
@@ -247,6 +168,13 @@ def _stage_task(spec: StageSpec) -> Task[..., dict[str, Any]]:
 STAGE_TASKS: dict[str, Task[..., dict[str, Any]]] = {
     name: _stage_task(spec) for name, spec in STAGES.items()
 }
+DVC_COMMIT_TASK = task(
+    record_in_dvc,
+    name="dvc-commit",
+    description="Record the stages' deps, params and outs in dvc.lock (`dvc commit --force`).",
+    retries=len(DVC_COMMIT_RETRY_DELAYS_SECONDS),
+    retry_delay_seconds=DVC_COMMIT_RETRY_DELAYS_SECONDS,
+)
 
 
 def group_stages(group: str) -> list[str]:
@@ -257,135 +185,36 @@ def group_stages(group: str) -> list[str]:
 def run_stages(
     names: Sequence[str], params: Params, params_file: Path
 ) -> dict[str, dict[str, Any]]:
-    """Run the stages' tasks in order; the first failure fails the calling flow."""
+    """Run the stages' tasks in order, then record in dvc.lock what changed; the first failure
+    fails the calling flow (after the stages that did run are recorded)."""
     logger = get_run_logger()
     summaries: dict[str, dict[str, Any]] = {}
-    stale_in_dvc: list[str] = []
-    for name in names:
-        spec = STAGES[name]
-        input_key = stage_input_key(spec, params)
-        stage_task = STAGE_TASKS[name]
-        if not outputs_intact(spec, input_key):
-            # Any result cached for these inputs describes outputs that are gone: overwrite it.
-            stage_task = stage_task.with_options(refresh_cache=True)
-        state = stage_task(params, input_key, params_file, return_state=True)
-        summaries[name] = state.result()  # raises the stage's exception when it failed
-        if state.name == "Cached":
+    to_commit: list[str] = []
+    try:
+        for name in names:
+            spec = STAGES[name]
+            input_key = stage_input_key(spec, params)
+            stage_task = STAGE_TASKS[name]
+            if not outputs_intact(spec, input_key):
+                # Any result cached for these inputs describes outputs that are gone: overwrite.
+                stage_task = stage_task.with_options(refresh_cache=True)
+            state = stage_task(params, input_key, params_file, return_state=True)
+            summaries[name] = state.result()  # raises the stage's exception when it failed
+            if state.name != "Cached":
+                to_commit.append(name)
+                continue
             logger.info("%s: skipped (cached)", name)
             # Its outputs are what its inputs produce, but dvc.lock may say otherwise where DVC
             # tracks params the stage does not read (another profile's overlay, say).
             if not dvc_lock_agrees(spec, params_file):
-                stale_in_dvc.append(name)
-    if stale_in_dvc:
-        record_in_dvc(*stale_in_dvc)
+                to_commit.append(name)
+    finally:
+        if to_commit:
+            DVC_COMMIT_TASK(*to_commit)
     return summaries
 
 
-# --- params and profile -----------------------------------------------------------------------
-
-
-def record_profile(params_file: Path, profile: str) -> bool:
-    """Set the top-level `profile:` line of params.yaml, as `dvc exp run -S profile=...` would,
-    so DVC's params check sees what ran. Comments and layout are kept; True if it changed."""
-    text = params_file.read_text(encoding="utf-8")
-    match = _PROFILE_LINE.search(text)
-    if match and match["value"].strip("'\"") == profile:
-        return False
-    if match:
-        comment = f"  {match['comment']}" if match["comment"] else ""
-        text = f"{text[: match.start()]}profile: {profile}{comment}{text[match.end() :]}"
-    else:
-        text = f"{text.rstrip()}\nprofile: {profile}\n"
-    params_file.write_text(text, encoding="utf-8")
-    return True
-
-
-def resolve_params_file(params_file: str | None) -> Path:
-    return Path(params_file or os.environ.get("TPL_PARAMS") or DEFAULT_PARAMS_FILE)
-
-
-def prepare_params(profile: str | None, params_file: Path) -> Params:
-    """Load the effective params and record their profile in the params file."""
-    if not Path(DVC_PIPELINE_FILE).is_file():
-        raise ConfigError(
-            f"no {DVC_PIPELINE_FILE} in {Path.cwd()}: run the pipeline from the project root"
-        )
-    params = load_params(params_file, profile)
-    record_profile(params_file, params.profile)
-    return params
-
-
 # --- summary artifact -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PipelineResult:
-    stages: dict[str, dict[str, Any]]  # stage name -> the summary its function returned
-    mlflow_run_id: str | None = None
-    mlflow_run_url: str | None = None
-
-
-def _flatten(summary: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in summary.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _cell(value: Any, limit: int = 120) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def headline(stages: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """The facts a reader looks for first, from whichever stage summaries have them."""
-    split, clean = stages.get("split", {}), stages.get("clean", {})
-    validation, evaluation = stages.get("validate", {}), stages.get("evaluate", {})
-    registration = stages.get("register", {})
-    rows: list[tuple[str, str]] = []
-    if isinstance(split.get("rows"), Mapping):
-        rows.append(("rows", ", ".join(f"{name} {count}" for name, count in split["rows"].items())))
-    if "rows_quarantined" in clean:
-        rows.append(("quarantined", f"{clean['rows_quarantined']} of {clean.get('rows_in')} rows"))
-    if "success" in validation:
-        outcome = "passed" if validation["success"] else "failed"
-        rows.append(("validation", f"{outcome} ({validation.get('expectations', '?')} checks)"))
-    for key, baseline in evaluation.items():
-        # evaluate reports `test_<metric>` beside the TF-IDF baseline's `baseline_test_<metric>`.
-        metric = key.removeprefix(BASELINE_PREFIX)
-        if key.startswith(BASELINE_PREFIX) and metric in evaluation:
-            rows.append((metric, f"{_number(evaluation[metric])} (baseline {_number(baseline)})"))
-    if "model_name" in registration:
-        alias = "champion" if registration.get("promoted") else "challenger"
-        decision = f"{registration['model_name']} version {registration.get('version')} @{alias}"
-        rows.append(("registry", f"{decision}: {registration.get('reason', '')}"))
-    return rows
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # counts: 24799, not 2.48e+04
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def summary_markdown(result: PipelineResult, profile: str, dataset: str) -> str:
-    """A headline table, then one table per stage that ran listing what its summary reports."""
-    lines = [f"# transformer-pl: `{dataset}`, profile `{profile}`", ""]
-    if result.mlflow_run_id:
-        lines += [f"MLflow run: [`{result.mlflow_run_id}`]({result.mlflow_run_url})", ""]
-    if facts := headline(result.stages):
-        lines += ["| | |", "|---|---|"]
-        lines += [f"| {key} | {_cell(value, limit=300)} |" for key, value in facts]
-        lines.append("")
-    for name, summary in result.stages.items():
-        lines += [f"## {name}", "", "| key | value |", "|---|---|"]
-        lines += [f"| {key} | {_cell(value)} |" for key, value in _flatten(summary or {}).items()]
-        lines.append("")
-    return "\n".join(lines)
 
 
 def publish_summary(result: PipelineResult, params: Params) -> None:
@@ -454,4 +283,5 @@ def pipeline_flow(profile: str | None = None, params_file: str | None = None) ->
     run_id = run.info.run_id
     result = PipelineResult(stages, run_id, mlflow_run_url(experiment_id, run_id))
     publish_summary(result, params)
+    record_pipeline_run(result)
     return result

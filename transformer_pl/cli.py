@@ -6,12 +6,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pipelines.temporary_server import STARTUP_TIMEOUT_VARIABLE, start_unless_configured
 from transformer_pl.config import ConfigError, load_params
+
+if TYPE_CHECKING:
+    from pipelines.workspace import PipelineResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -79,13 +82,46 @@ def show_params(profile: ProfileOption = None, params_file: ParamsOption = None)
 
 
 @app.command("run")
-def run_pipeline(profile: ProfileOption = None, params_file: ParamsOption = None) -> None:
-    """Run the whole pipeline as a Prefect flow (cached stages are skipped), tracked in MLflow."""
+def run_pipeline(
+    profile: ProfileOption = None,
+    params_file: ParamsOption = None,
+    force_flow: Annotated[
+        bool,
+        typer.Option(
+            "--force-flow",
+            help="make a Prefect flow run even when nothing changed (its stages then all come "
+            "from the cache)",
+        ),
+    ] = False,
+) -> None:
+    """Run the whole pipeline as a Prefect flow (cached stages are skipped), tracked in MLflow.
+    With nothing changed since the last run, say so and show its results, without Prefect."""
+    from pipelines.workspace import resolve_params_file, unchanged_pipeline
+
     # Prefect's 20 s allowance for starting its temporary server is too short on a busy small
     # machine.
     os.environ.setdefault(STARTUP_TIMEOUT_VARIABLE, "120")
-    # Without a Prefect server to use, one boots in the background during the imports below.
+    # Without a Prefect server to use, one boots in the background (~8 s) while this process
+    # checks for changes and imports the pipeline.
     server = start_unless_configured()
+    path = resolve_params_file(str(params_file) if params_file else None)
+    try:
+        unchanged = None if force_flow else unchanged_pipeline(profile, path)
+    except ConfigError as error:
+        typer.echo(f"pipeline failed: {error}", err=True)
+        raise typer.Exit(1) from None  # (the server stops at exit)
+    if unchanged is not None:
+        if server is not None:
+            server.stop()
+        for name in unchanged.stages:
+            typer.echo(f"{name}: skipped (up to date)", err=True)
+        typer.echo(
+            "Nothing changed since the last run (inputs, params and outputs of every stage; "
+            "dvc.lock agrees): no flow run. `tpl run --force-flow` makes one anyway.",
+            err=True,
+        )
+        _print_result(unchanged, "the last run; nothing new was tracked")
+        return
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_UI_URL,
@@ -93,7 +129,7 @@ def run_pipeline(profile: ProfileOption = None, params_file: ParamsOption = None
         temporary_settings,
     )
 
-    from pipelines.flows import headline, pipeline_flow
+    from pipelines.flows import pipeline_flow
     from transformer_pl.stages import StageError
     from transformer_pl.tracking import open_tracking_store
 
@@ -108,18 +144,23 @@ def run_pipeline(profile: ProfileOption = None, params_file: ParamsOption = None
         api_settings = {PREFECT_API_URL: server.api_url, PREFECT_UI_URL: ""}
     try:
         with temporary_settings(updates=api_settings):
-            result = pipeline_flow(
-                profile=profile, params_file=str(params_file) if params_file else None
-            )
+            result = pipeline_flow(profile=profile, params_file=str(path))
     except (ConfigError, StageError) as error:
         typer.echo(f"pipeline failed: {error}", err=True)
         raise typer.Exit(1) from None
     finally:
         if server is not None:
             server.stop_after_flush()
+    _print_result(result)
+
+
+def _print_result(result: PipelineResult, run_note: str | None = None) -> None:
+    from pipelines.report import headline
+
     for fact, value in headline(result.stages):
         typer.echo(f"{fact}: {value}")
-    typer.echo(f"MLflow run: {result.mlflow_run_url}")
+    note = f"  ({run_note})" if run_note else ""
+    typer.echo(f"MLflow run: {result.mlflow_run_url}{note}")
     typer.echo("  the local store (no MLFLOW_TRACKING_URI) opens with `make ui`")
 
 

@@ -12,14 +12,12 @@ same store that `make ui` shows.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +30,6 @@ if TYPE_CHECKING:
 
 PARENT_RUN_ENV = "TPL_PARENT_RUN_ID"
 MAX_PARAM_VALUE_LENGTH = 6000  # MLflow rejects longer parameter values
-_HASH_CHUNK_BYTES = 1 << 20
 
 
 # --- store ------------------------------------------------------------------------------------
@@ -111,52 +108,6 @@ def flatten_params(nested: Mapping[str, Any], prefix: str = "") -> dict[str, str
 # --- lineage ----------------------------------------------------------------------------------
 
 
-def _file_md5(path: Path) -> str:
-    # A run checks the same files several times (a stage's cache key, whether its outputs are
-    # intact, whether dvc.lock agrees, the next stage's inputs): hash each version of a file once
-    # per process. A version is (inode, size, mtime in ns), as DVC's own state database keys it.
-    status = path.stat()
-    return _content_md5(str(path.resolve()), status.st_ino, status.st_size, status.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=65_536)
-def _content_md5(path: str, inode: int, size: int, mtime_ns: int) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def dvc_md5(path: str | Path) -> str:
-    """The md5 DVC 3 records in dvc.lock for a file, or for a directory (`<md5>.dir`).
-
-    A directory's hash is the md5 of the JSON list of its files' {md5, relpath}, sorted by
-    relpath — DVC's own scheme, so a tag can be looked up in dvc.lock and the DVC cache.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        return _file_md5(path)
-    entries = [
-        {"md5": _file_md5(file), "relpath": file.relative_to(path).as_posix()}
-        for file in path.rglob("*")
-        # As .dvcignore says: byte-code caches are not inputs.
-        if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".pyc"
-    ]
-    entries.sort(key=lambda entry: entry["relpath"])
-    listing = json.dumps(entries, sort_keys=True).encode("utf-8")
-    return hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"
-
-
-def dvc_dep_hashes(deps: Iterable[str | Path], root: str | Path = ".") -> dict[str, str]:
-    """{dep path as given: DVC md5} for a stage's inputs, hashed from the files themselves.
-
-    Computed rather than read from dvc.lock: while a stage runs, its dvc.lock entry still holds
-    the hashes of the previous run — stale for exactly the inputs that made DVC re-run it.
-    """
-    return {str(path): dvc_md5(Path(root) / path) for path in deps}
-
-
 def _git(*args: str) -> str | None:
     try:
         result = subprocess.run(
@@ -193,7 +144,8 @@ def lineage_tags(
     """Tags that let a run be traced back to its code, data and orchestration.
 
     `git.commit` is "unknown" outside a git checkout (or before the first commit); `git.dirty`
-    ignores untracked files. `dvc.<path>` holds each input's DVC md5 (see `dvc_dep_hashes`).
+    ignores untracked files. `dvc.<path>` holds each input's DVC md5 (see
+    `transformer_pl.content_hash.dvc_dep_hashes`).
     """
     commit = git_commit()
     changes = _git("status", "--porcelain", "--untracked-files=no") if commit != "unknown" else None

@@ -77,10 +77,10 @@ class Workspace:
     def tpl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run(str(VENV_BIN / "tpl"), *args)
 
-    def run_pipeline(self, profile: str) -> PipelineRun:
-        """`tpl run --profile PROFILE`, which must succeed and name its MLflow run."""
+    def run_pipeline(self, profile: str, *options: str) -> PipelineRun:
+        """`tpl run --profile PROFILE [OPTIONS]`, which must succeed and name its MLflow run."""
         started = time.perf_counter()
-        result = self.tpl("run", "--profile", profile)
+        result = self.tpl("run", "--profile", profile, *options)
         wall_seconds = time.perf_counter() - started
         assert result.returncode == 0, f"tpl run failed:\n{result.stdout}\n{result.stderr[-6000:]}"
         run_id = MLFLOW_RUN_ID.search(result.stdout)

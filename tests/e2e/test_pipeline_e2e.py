@@ -212,18 +212,46 @@ def test_predict_classifies_with_the_registered_champion(first_run: PipelineRun)
 def test_rerun_with_nothing_changed_skips_every_stage(
     first_run: PipelineRun, client: MlflowClient
 ) -> None:
+    experiment_ids = [client.get_run(first_run.mlflow_run_id).info.experiment_id]
+    runs_before = len(client.search_runs(experiment_ids))
     rerun = first_run.workspace.run_pipeline(PROFILE)
-    print(f"first run {first_run.wall_seconds:.1f} s, cached rerun {rerun.wall_seconds:.1f} s")
+    print(f"first run {first_run.wall_seconds:.1f} s, unchanged rerun {rerun.wall_seconds:.1f} s")
+
+    for name in STAGES:
+        assert f"{name}: skipped (up to date)" in rerun.stderr, f"{name} was not skipped"
+    assert "no flow run" in rerun.stderr
+    # The last run's results, and its MLflow run: nothing new tracked or registered.
+    assert rerun.mlflow_run_id == first_run.mlflow_run_id
+    assert _headline(rerun.stdout) == _headline(first_run.stdout)
+    assert len(client.search_runs(experiment_ids)) == runs_before
+    assert len(client.search_model_versions(f"name = '{_model_name(rerun.workspace.root)}'")) == 1
+    assert _dvc_status(rerun.workspace) == {}
+    # No Prefect server to start, no model to load: a small part of a run that trains.
+    # (Even while the background `dvc repro` may still share the CPU.)
+    assert rerun.wall_seconds < first_run.wall_seconds / 4
+
+
+def test_forced_flow_run_with_nothing_changed_is_all_cache(
+    first_run: PipelineRun, client: MlflowClient
+) -> None:
+    rerun = first_run.workspace.run_pipeline(PROFILE, "--force-flow")
 
     for name in STAGES:
         assert f"{name}: skipped (cached)" in rerun.stderr, f"{name} was not served from cache"
     # Nothing ran: the new parent run has no stage runs, and no version was registered.
+    assert rerun.mlflow_run_id != first_run.mlflow_run_id
     assert _stage_runs(client, client.get_run(rerun.mlflow_run_id)) == []
+    assert _headline(rerun.stdout) == _headline(first_run.stdout)
     assert len(client.search_model_versions(f"name = '{_model_name(rerun.workspace.root)}'")) == 1
     assert _dvc_status(rerun.workspace) == {}
-    # Start-up (Prefect's temporary server, imports) is most of a cached run; training is gone.
-    # (Even while the background `dvc repro` may still share the CPU.)
-    assert rerun.wall_seconds < first_run.wall_seconds / 2
+
+
+def _headline(stdout: str) -> list[str]:
+    """The results `tpl run` printed last (from `rows:` up to the MLflow run's link)."""
+    lines = stdout.splitlines()
+    start = max(index for index, line in enumerate(lines) if line.startswith("rows: "))
+    end = next(index for index in range(start, len(lines)) if lines[index].startswith("MLflow"))
+    return lines[start:end]
 
 
 # --- a corrupted source -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from typer.testing import CliRunner
 
-from pipelines import flows
+from pipelines import flows, workspace
 from transformer_pl.cli import app
 from transformer_pl.config import ConfigError, load_params
 from transformer_pl.stages import STAGES, Layout, StageError
@@ -83,6 +83,16 @@ def _state_names(state: State) -> dict[str, str]:
     return {name: run.state_name for name, run in _task_runs(state).items()}
 
 
+def _stage_states(state: State) -> dict[str, str]:
+    """The stages' task states, after checking that the flow's one `dvc commit` recorded exactly
+    the stages that ran."""
+    states = _state_names(state)
+    ran = sorted(name for name, state_name in states.items() if state_name == "Completed")
+    committed = states.pop(flows.DVC_COMMIT_TASK.name, None)
+    assert committed == ("Completed" if ran else None), states
+    return states
+
+
 def _assert_dvc_clean(project: Path, stages: list[str]) -> None:
     status = subprocess.run(
         [sys.executable, "-m", "dvc", "status", *stages],
@@ -119,18 +129,17 @@ def test_a_flow_launches_one_machines_processes_only() -> None:
 def test_record_profile_edits_only_the_value(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("seed: 1\nprofile: default  # chosen overlay\nprofiles:\n  tiny: {}\n")
-    assert flows.record_profile(path, "tiny")
+    assert workspace.record_profile(path, "tiny")
     assert path.read_text() == "seed: 1\nprofile: tiny  # chosen overlay\nprofiles:\n  tiny: {}\n"
-    assert not flows.record_profile(path, "tiny")
+    assert not workspace.record_profile(path, "tiny")
 
 
 def test_data_flow_writes_outputs_and_dvc_agrees(project: Path, first_run: State) -> None:
     assert first_run.is_completed(), first_run.message
     data_stages = flows.group_stages("data")
-    assert set(_state_names(first_run).values()) == {"Completed"}
-    assert set(_task_runs(first_run)) == set(data_stages)
+    assert _stage_states(first_run) == dict.fromkeys(data_stages, "Completed")
     for name in data_stages:
-        for output in flows.stage_outputs(STAGES[name]):
+        for output in workspace.stage_outputs(STAGES[name]):
             assert (project / output).exists(), f"{name} did not write {output}"
     assert "profile: tiny" in (project / "params.yaml").read_text()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
@@ -148,7 +157,7 @@ def test_data_flow_writes_outputs_and_dvc_agrees(project: Path, first_run: State
 def test_rerun_with_nothing_changed_is_cached(project: Path, first_run: State) -> None:
     summaries = first_run.result().stages
     rerun = flows.data_flow(profile="tiny", return_state=True)
-    assert set(_state_names(rerun).values()) == {"Cached"}
+    assert set(_stage_states(rerun).values()) == {"Cached"}
     assert rerun.result().stages == summaries
     _assert_dvc_clean(project, flows.group_stages("data"))
 
@@ -156,7 +165,7 @@ def test_rerun_with_nothing_changed_is_cached(project: Path, first_run: State) -
 def test_deleted_output_reruns_its_stage(project: Path, first_run: State) -> None:
     shutil.rmtree(project / STAGES["encode"].outs[0])
     rerun = flows.data_flow(profile="tiny", return_state=True)
-    states = _state_names(rerun)
+    states = _stage_states(rerun)
     assert states.pop("encode") == "Completed"
     assert set(states.values()) == {"Cached"}
     _assert_dvc_clean(project, flows.group_stages("data"))
@@ -167,7 +176,7 @@ def test_changed_clean_param_reruns_from_clean_on(project: Path, first_run: Stat
     smaller = profiles["tiny"]["clean"]["max_rows_per_split"] // 2
     _edit_params(project, **{"profiles.tiny.clean.max_rows_per_split": smaller})
     rerun = flows.data_flow(profile="tiny", return_state=True)
-    states = _state_names(rerun)
+    states = _stage_states(rerun)
     assert states.pop("ingest") == "Cached"
     assert set(states.values()) == {"Completed"}
     _assert_dvc_clean(project, flows.group_stages("data"))
@@ -221,6 +230,15 @@ def test_tpl_run_tracks_the_pipeline_in_one_mlflow_run(
     )
     assert {stage.data.tags["stage"] for stage in stage_runs} == set(STAGES)
     _assert_dvc_clean(root, list(STAGES))
+    # Run again now, nothing would change: `tpl run` answers from the records, without Prefect.
+    unchanged = workspace.unchanged_pipeline("tiny", root / "params.yaml")
+    assert unchanged is not None
+    assert unchanged.mlflow_run_id == run_id
+    assert unchanged.stages["evaluate"]["test_accuracy"] == pytest.approx(
+        json.loads((root / "metrics" / "evaluate.json").read_text())["test_accuracy"]
+    )
+    assert workspace.unchanged_pipeline("default", root / "params.yaml") is None
+    workspace.record_profile(root / "params.yaml", "tiny")
 
     # evaluate run again measures other latencies; the model is the same: nothing to register.
     evaluation_file = root / "metrics" / "evaluate.json"
@@ -229,3 +247,4 @@ def test_tpl_run_tracks_the_pipeline_in_one_mlflow_run(
     evaluation_file.write_text(json.dumps(evaluation), encoding="utf-8")
     again = STAGES["register"].run(tiny, Layout(root))
     assert not again["registered"] and again["version"] == "1", again
+    assert workspace.unchanged_pipeline("tiny", root / "params.yaml") is None  # evaluate changed

@@ -58,7 +58,7 @@ def params_subset(params: Params, keys: Iterable[str]) -> dict[str, Any]:
 
 def path_hashes(paths: Iterable[str], root: Path = Path(".")) -> dict[str, str | None]:
     """{path: DVC md5} of files and folders; None for a path that does not exist (yet)."""
-    from transformer_pl.tracking import dvc_md5
+    from transformer_pl.content_hash import dvc_md5
 
     return {path: dvc_md5(root / path) if (root / path).exists() else None for path in paths}
 
