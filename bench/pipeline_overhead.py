@@ -200,7 +200,7 @@ def section(seconds: dict[str, list[float]], profile: str, dataset: str | None) 
             "the imports) and its bookkeeping of three subflows and ten tasks, a nested MLflow run "
             "per stage (params, metrics, artifacts) and the MLflow store's creation on a "
             "workspace's first run, hashing each stage's inputs and outputs for the cache key, "
-            "and one DVC commit per group flow (dvc.lock rewritten once for all its stages). A run "
+            "and one DVC commit per pipeline run (dvc.lock rewritten once for all stages). A run "
             "with nothing changed checks every stage's input hash, output record and dvc.lock "
             "entry and stops there; `--force-flow` makes the Prefect flow run anyway.",
             "",

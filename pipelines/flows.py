@@ -10,10 +10,10 @@ folders it declares as deps, and the values of the params keys it declares — m
 run *and* its outputs on disk are still the ones that run produced. Results and cache records live
 in `.prefect-results/` under the project.
 
-DVC agreement: when a group flow ends (or fails), one `dvc commit --force <stages>` records the
-deps, params and outs of the stages it ran in `dvc.lock`, and of any skipped stage that dvc.lock
-does not already record as it is. So `dvc status` is clean after a Prefect run, just as after
-`dvc repro`. (One commit per group, not per stage: each `dvc commit` costs ~1.5 s of start-up.)
+DVC agreement: when a flow ends (or fails), one DVC commit (`record_in_dvc`) records in `dvc.lock`
+the deps, params and outs of the stages it ran, and of any skipped stage that dvc.lock does not
+already record as it is; the pipeline flow commits once for its three groups. So `dvc status` is
+clean after a Prefect run, just as after `dvc repro`.
 
 Multi-process training: when the params give a training stage more than one process, its task
 starts `torchrun ... tpl stage <name>` and reads back the summary rank 0 wrote. The flow's own
@@ -183,10 +183,11 @@ def group_stages(group: str) -> list[str]:
 
 
 def run_stages(
-    names: Sequence[str], params: Params, params_file: Path
-) -> dict[str, dict[str, Any]]:
-    """Run the stages' tasks in order, then record in dvc.lock what changed; the first failure
-    fails the calling flow (after the stages that did run are recorded)."""
+    names: Sequence[str], params: Params, params_file: Path, defer_dvc_commit: bool = False
+) -> PipelineResult:
+    """Run the stages' tasks in order, then record in dvc.lock what changed (or, deferred, leave
+    that to the caller: the result lists the stages). The first failure fails the calling flow,
+    after the stages that did run are recorded."""
     logger = get_run_logger()
     summaries: dict[str, dict[str, Any]] = {}
     to_commit: list[str] = []
@@ -208,10 +209,14 @@ def run_stages(
             # tracks params the stage does not read (another profile's overlay, say).
             if not dvc_lock_agrees(spec, params_file):
                 to_commit.append(name)
-    finally:
+    except BaseException:
         if to_commit:
             DVC_COMMIT_TASK(*to_commit)
-    return summaries
+        raise
+    if to_commit and not defer_dvc_commit:
+        DVC_COMMIT_TASK(*to_commit)
+        to_commit = []
+    return PipelineResult(stages=summaries, uncommitted_in_dvc=tuple(to_commit))
 
 
 # --- summary artifact -------------------------------------------------------------------------
@@ -236,30 +241,43 @@ def mlflow_run_url(experiment_id: str, run_id: str) -> str:
 # --- flows ------------------------------------------------------------------------------------
 
 
-def _run_group(group: str, profile: str | None, params_file: str | None) -> PipelineResult:
+def _run_group(
+    group: str, profile: str | None, params_file: str | None, defer_dvc_commit: bool
+) -> PipelineResult:
     path = resolve_params_file(params_file)
     params = prepare_params(profile, path)
-    result = PipelineResult(stages=run_stages(group_stages(group), params, path))
+    result = run_stages(group_stages(group), params, path, defer_dvc_commit)
     publish_summary(result, params)
     return result
 
 
+# `defer_dvc_commit`: leave the DVC commit of the stages that ran to the caller, which lists them
+# in `uncommitted_in_dvc` (the pipeline flow commits once for all groups). A failed flow commits
+# what it ran itself.
+
+
 @flow(name="data")
-def data_flow(profile: str | None = None, params_file: str | None = None) -> PipelineResult:
+def data_flow(
+    profile: str | None = None, params_file: str | None = None, defer_dvc_commit: bool = False
+) -> PipelineResult:
     """ingest → clean → validate → split → tokenizer → encode."""
-    return _run_group("data", profile, params_file)
+    return _run_group("data", profile, params_file, defer_dvc_commit)
 
 
 @flow(name="training")
-def training_flow(profile: str | None = None, params_file: str | None = None) -> PipelineResult:
+def training_flow(
+    profile: str | None = None, params_file: str | None = None, defer_dvc_commit: bool = False
+) -> PipelineResult:
     """pretrain → finetune."""
-    return _run_group("training", profile, params_file)
+    return _run_group("training", profile, params_file, defer_dvc_commit)
 
 
 @flow(name="evaluation")
-def evaluation_flow(profile: str | None = None, params_file: str | None = None) -> PipelineResult:
+def evaluation_flow(
+    profile: str | None = None, params_file: str | None = None, defer_dvc_commit: bool = False
+) -> PipelineResult:
     """evaluate (model vs baseline) → register (MLflow Model Registry)."""
-    return _run_group("evaluation", profile, params_file)
+    return _run_group("evaluation", profile, params_file, defer_dvc_commit)
 
 
 GROUP_FLOWS = {"data": data_flow, "training": training_flow, "evaluation": evaluation_flow}
@@ -276,10 +294,20 @@ def pipeline_flow(profile: str | None = None, params_file: str | None = None) ->
         dataset=params.dataset, profile=params.profile, stage="pipeline", dvc_hashes={}
     )
     stages: dict[str, dict[str, Any]] = {}
-    with pipeline_run(f"{params.dataset}-{params.profile}", logged, tags) as run:
-        for group, group_flow in GROUP_FLOWS.items():
-            if group_stages(group):
-                stages |= group_flow(profile=params.profile, params_file=params_file).stages
+    uncommitted: list[str] = []  # one DVC commit for all groups: each costs a collect and a dump
+    try:
+        with pipeline_run(f"{params.dataset}-{params.profile}", logged, tags) as run:
+            for group, group_flow in GROUP_FLOWS.items():
+                if not group_stages(group):
+                    continue
+                group_result = group_flow(
+                    profile=params.profile, params_file=params_file, defer_dvc_commit=True
+                )
+                stages |= group_result.stages
+                uncommitted += group_result.uncommitted_in_dvc
+    finally:
+        if uncommitted:
+            DVC_COMMIT_TASK(*uncommitted)
     run_id = run.info.run_id
     result = PipelineResult(stages, run_id, mlflow_run_url(experiment_id, run_id))
     publish_summary(result, params)

@@ -180,6 +180,8 @@ class PipelineResult:
     stages: dict[str, dict[str, Any]]  # stage name -> the summary its function returned
     mlflow_run_id: str | None = None
     mlflow_run_url: str | None = None
+    # Stages that ran (or that dvc.lock misrecords) whose DVC commit the caller took over.
+    uncommitted_in_dvc: tuple[str, ...] = ()
 
 
 def record_pipeline_run(result: PipelineResult) -> None:

@@ -201,6 +201,9 @@ def test_unknown_labels_fail_the_flow_at_validation(
     data_stages = flows.group_stages("data")
     downstream = data_stages[data_stages.index("validate") + 1 :]
     assert not set(downstream) & set(runs), f"stages after validate ran: {sorted(runs)}"
+    # What did run (on the new source) is recorded in dvc.lock all the same.
+    assert runs[flows.DVC_COMMIT_TASK.name].state_name == "Completed"
+    _assert_dvc_clean(project, ["ingest", "clean"])
 
 
 @pytest.mark.slow  # trains the tiny model
