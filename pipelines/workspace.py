@@ -104,7 +104,10 @@ def outputs_intact(spec: StageSpec, input_key: str) -> bool:
     A cached result is only valid with them: deleted, edited, or overwritten by a run with other
     inputs (`dvc repro`, a Prefect run with other params) means the stage must run again.
     """
-    record = _output_record(spec)
+    return _record_matches(spec, _output_record(spec), input_key)
+
+
+def _record_matches(spec: StageSpec, record: Mapping[str, Any] | None, input_key: str) -> bool:
     return (
         record is not None
         and record["input_key"] == input_key
@@ -205,7 +208,7 @@ def unchanged_pipeline(profile: str | None, params_file: Path) -> PipelineResult
         if (
             record is None
             or "summary" not in record  # written before summaries were recorded
-            or not outputs_intact(spec, stage_input_key(spec, params))
+            or not _record_matches(spec, record, stage_input_key(spec, params))
             or not dvc_lock_agrees(spec, params_file)
         ):
             return None
