@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from transformer_pl.cli import app
 from transformer_pl.config import DecodeParams, TokenizerParams
-from transformer_pl.data.tokenizer import train_tokenizer
+from transformer_pl.data.tokenizer import CLS_ID, SEP_ID, train_tokenizer
 from transformer_pl.inference import generate_texts, translate_texts
 from transformer_pl.model import (
     CausalLanguageModel,
@@ -274,7 +274,8 @@ def champion_name(bundle_dir: Path, tokenizer_path: Path, experiment_id: str) ->
 def test_champion_pyfunc_predicts_the_in_process_models_softmax(
     champion_name: str, tokenizer_path: Path, classifier: SequenceClassifier
 ) -> None:
-    # Different lengths (padding in a batch) and one text far beyond max_length (truncation).
+    # Different lengths (padding in a batch) and one text far beyond max_length: it is read in
+    # windows, all alike, so it scores as its first window does.
     texts = [*SENTENCES, "wonderful " * 100]
 
     predictions = load_champion(champion_name).predict(pd.DataFrame({"text": texts}))
@@ -357,6 +358,31 @@ def test_batches_of_any_size_classify_like_one_text_at_a_time(
             classify_texts(model, tokenizer, config, texts, batch_size), alone, rtol=1e-4, atol=1e-6
         )
     assert classify_texts(model, tokenizer, config, []).shape == (0, 2 + len(LABEL_NAMES))
+
+
+def test_a_text_beyond_max_length_scores_the_mean_of_its_windows(
+    bundle_dir: Path, tokenizer_path: Path, classifier: SequenceClassifier
+) -> None:
+    model, tokenizer, config = load_classifier_bundle(bundle_dir, tokenizer_path)
+    long_text = " ".join(SENTENCES[1:])
+    ids = tokenizer.encode(long_text, add_special_tokens=False).ids
+    room = config.max_length - 2
+    assert 2 * room < len(ids) < 3 * room  # two full windows and an overlapping last one
+    windows = [ids[:room], ids[room : 2 * room], ids[-room:]]
+    with torch.no_grad():
+        expected = torch.stack(
+            [
+                classifier(torch.tensor([[CLS_ID, *window, SEP_ID]])).logits.softmax(dim=-1)[0]
+                for window in windows
+            ]
+        ).mean(dim=0)
+        first_window_only = classifier(torch.tensor([[CLS_ID, *windows[0], SEP_ID]])).logits
+
+    predictions = classify_texts(model, tokenizer, config, [SENTENCES[0], long_text])
+
+    probabilities = torch.tensor(predictions[PROBABILITY_COLUMNS].to_numpy())
+    torch.testing.assert_close(probabilities[1], expected.double(), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(probabilities[1], first_window_only.softmax(dim=-1)[0].double())
 
 
 def test_bundle_of_another_task_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
