@@ -109,7 +109,7 @@ def load_sequence_bundle(
     return model.eval(), Tokenizer.from_file(str(tokenizer_file)), config
 
 
-def _token_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+def token_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     return [
         encoding.ids
         for encoding in tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
@@ -136,7 +136,7 @@ def line_stream(tokenizer: Tokenizer, texts: Sequence[str]) -> np.ndarray:
     """[EOS], then each text's ids followed by [EOS]: a corpus as the model reads it. Every id
     after the first is one the model predicts, each line's end included."""
     ids = [EOS_ID]
-    for line in _token_ids(tokenizer, texts):
+    for line in token_ids(tokenizer, texts):
         ids += [*line, EOS_ID]
     return np.asarray(ids, dtype=np.int64)
 
@@ -195,7 +195,7 @@ def generate_texts(
     if decoding.do_sample and decoding.seed is not None:
         generator = torch.Generator().manual_seed(decoding.seed)
     continuations: list[str] = []
-    for batch in _batches(_token_ids(tokenizer, prompts), batch_size):
+    for batch in _batches(token_ids(tokenizer, prompts), batch_size):
         contexts = [torch.tensor([EOS_ID, *ids][-room:]) for ids in batch]
         # Left padding: every row's next token is then at the end (see model.generate).
         input_ids = pad_right([context.flip(0) for context in contexts]).flip(1)
@@ -248,7 +248,7 @@ def translate_texts(
     at most `max_new_tokens` tokens. Sources keep their first `max_length` ids, as in training;
     they are batched by length (less padding) and returned in input order."""
     # An empty source still needs one position for the encoder to attend to.
-    ids = [source[:max_length] or [EOS_ID] for source in _token_ids(tokenizer, sources)]
+    ids = [source[:max_length] or [EOS_ID] for source in token_ids(tokenizer, sources)]
     order = sorted(range(len(ids)), key=lambda index: len(ids[index]))
     translations: dict[int, str] = {}
     for batch in _batches(order, batch_size):

@@ -53,7 +53,6 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
 
 from transformer_pl.config import DecodeParams
 from transformer_pl.data.tokenizer import CLS_ID, SEP_ID
@@ -63,7 +62,9 @@ from transformer_pl.inference import (
     WEIGHTS_FILE,
     generate_texts,
     load_sequence_bundle,
+    pad_right,
     read_sequence_config,
+    token_ids,
     translate_texts,
 )
 from transformer_pl.model import SequenceClassifier, TransformerConfig
@@ -241,24 +242,23 @@ def classify_texts(
     pad_id = config.model.pad_token_id
     inputs: list[Tensor] = []
     owners: list[int] = []  # the text each input reads
-    for index, encoding in enumerate(
-        tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-    ):
-        for window in text_windows(encoding.ids, room):
+    for index, ids in enumerate(token_ids(tokenizer, texts)):
+        for window in text_windows(ids, room):
             inputs.append(torch.tensor([CLS_ID, *window, SEP_ID]))
             owners.append(index)
     input_probabilities = torch.empty(len(inputs), config.num_labels)
     order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]), reverse=True)
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        input_ids = pad_sequence([inputs[i] for i in batch], batch_first=True, padding_value=pad_id)
+        input_ids = pad_right([inputs[i] for i in batch], value=pad_id)
         logits = model(input_ids, (input_ids != pad_id).long()).logits
         input_probabilities[batch] = logits.float().softmax(dim=-1)
     owner = torch.tensor(owners, dtype=torch.long)
     windows_per_text = torch.bincount(owner, minlength=len(texts)).unsqueeze(1)
-    probabilities = torch.zeros(len(texts), config.num_labels).index_add_(
-        0, owner, input_probabilities
-    ) / windows_per_text.clamp(min=1)
+    probabilities = (
+        torch.zeros(len(texts), config.num_labels).index_add_(0, owner, input_probabilities)
+        / windows_per_text
+    )
     label_ids = probabilities.argmax(dim=-1)
     return pd.DataFrame(
         {
