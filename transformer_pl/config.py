@@ -217,20 +217,26 @@ class OptimParams(Section):
     accumulate_grad_batches: int = Field(1, ge=1)
 
 
-# The self-supervised objective that fits each task's model: masked LM for the classifier's
-# encoder, causal LM for a language model; a translator is not pretrained.
-PRETRAINING_OBJECTIVES: dict[str, Literal["mlm", "clm"] | None] = {
-    "classify": "mlm",
-    "lm": "clm",
-    "translate": None,
+PretrainingObjective = Literal["mlm", "clm", "ppmi_svd"]
+
+# The pretraining objectives that fit each task's model, the first being what "auto" picks:
+# masked LM for the classifier's encoder, or word vectors (PPMI + SVD, transformer_pl/
+# word_vectors.py) for its token embedding alone; causal LM for a language model; a translator
+# is not pretrained.
+PRETRAINING_OBJECTIVES: dict[str, tuple[PretrainingObjective, ...]] = {
+    "classify": ("mlm", "ppmi_svd"),
+    "lm": ("clm",),
+    "translate": (),
 }
 
 
 class PretrainParams(Section):
     enabled: bool = True
-    # "auto": the dataset task's objective (PRETRAINING_OBJECTIVES); naming one checks it fits.
-    objective: Literal["auto", "mlm", "clm"] = "auto"
+    # "auto": the dataset task's first objective (PRETRAINING_OBJECTIVES); naming one checks
+    # that it fits.
+    objective: Literal["auto", "mlm", "clm", "ppmi_svd"] = "auto"
     mask_probability: float = Field(0.15, gt=0, lt=1)
+    cooccurrence_window: int = Field(5, ge=1)  # ppmi_svd: tokens counted on each side
     batch_size: int = Field(32, ge=1)  # global: each of N processes takes 1/N of it
     max_steps: int = Field(1000, ge=1)
     val_check_interval: int = Field(200, ge=1)
@@ -339,8 +345,8 @@ class Params(Section):
     def _fits_the_task(self) -> Params:
         task = self.dataset_spec.task
         fitting = PRETRAINING_OBJECTIVES[task]
-        if self.pretraining_enabled and self.pretrain.objective not in ("auto", fitting):
-            allowed = ", ".join(repr(value) for value in ("auto", fitting) if value)
+        if self.pretraining_enabled and self.pretrain.objective not in ("auto", *fitting):
+            allowed = ", ".join(repr(value) for value in ("auto", *fitting))
             raise ValueError(
                 f"pretrain.objective '{self.pretrain.objective}' does not fit dataset "
                 f"'{self.dataset}' (task '{task}'); allowed: {allowed} "
@@ -381,11 +387,12 @@ class Params(Section):
         return self.pretrain.enabled and self.finetune.from_pretrained
 
     @property
-    def pretraining(self) -> Literal["mlm", "clm"] | None:
+    def pretraining(self) -> PretrainingObjective | None:
         """The objective the pretrain stage trains with; None when it trains nothing."""
-        if not self.pretraining_enabled:
+        fitting = PRETRAINING_OBJECTIVES[self.dataset_spec.task]
+        if not self.pretraining_enabled or not fitting:
             return None
-        return PRETRAINING_OBJECTIVES[self.dataset_spec.task]
+        return fitting[0] if self.pretrain.objective == "auto" else self.pretrain.objective
 
     @property
     def model_name(self) -> str:

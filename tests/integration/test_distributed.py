@@ -53,7 +53,9 @@ OVERLAYS = {
     ONE_PROCESS: {"trainer": {"accelerator": "cpu", "devices": 1, "strategy": "auto"}},
     TWO_PROCESSES: {"trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}},
 }
-NO_DROPOUT = {"model": {"dropout": 0.0}}
+# Masked-LM pretraining: the objective that trains in every process (ppmi_svd, the default, is a
+# closed form computed once).
+ALL_RUNS = {"model": {"dropout": 0.0}, "pretrain": {"objective": "mlm"}}
 # Measured after the tiny profile's 30 steps (val/loss ≈ 7.0, from ≈ 7.25 after one step):
 # |Δ| = 0.0007-0.0016, as DDP averages the ranks' mean losses where one process takes the mean
 # over all masked tokens (fp32 alike); with both ranks training on rank 0's half of each batch,
@@ -73,7 +75,7 @@ def data_workspace(make_workspace: MakeWorkspace) -> Path:
     params_file = root / "params.yaml"
     raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
     for name, overlay in OVERLAYS.items():
-        raw["profiles"][name] = deep_merge(raw["profiles"]["tiny"], deep_merge(overlay, NO_DROPOUT))
+        raw["profiles"][name] = deep_merge(raw["profiles"]["tiny"], deep_merge(overlay, ALL_RUNS))
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     params = load_params(params_file, ONE_PROCESS)
     with pytest.MonkeyPatch.context() as patch:

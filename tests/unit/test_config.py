@@ -99,7 +99,7 @@ def test_the_task_decides_pretraining_model_name_and_champion_metric(raw):
     imdb, lm, translate = (
         parse_params(raw, name) for name in ("tiny", "tiny-lm", "tiny-translate")
     )
-    assert (imdb.pretraining, imdb.model_name) == ("mlm", "transformer-pl-imdb")
+    assert (imdb.pretraining, imdb.model_name) == ("ppmi_svd", "transformer-pl-imdb")
     assert imdb.registration_metric == ("test_accuracy", True)
     assert lm.dataset_spec.task == "lm" and lm.registration_metric == ("test_perplexity", False)
     # A translation model per direction: de→en and en→de scores do not compare.
@@ -113,8 +113,8 @@ def test_the_task_decides_pretraining_model_name_and_champion_metric(raw):
 
 
 def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(raw):
-    raw["dataset"] = "wikitext-2"
-    assert parse_params(raw).pretraining == "clm"  # objective auto
+    raw["dataset"], raw["pretrain"]["objective"] = "wikitext-2", "auto"
+    assert parse_params(raw).pretraining == "clm"
     raw["pretrain"]["objective"] = "mlm"
     with pytest.raises(ConfigError, match=r"pretrain\.objective 'mlm'.*allowed: 'auto', 'clm'"):
         parse_params(raw)
@@ -123,6 +123,13 @@ def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(r
     raw["dataset"], raw["finetune"]["from_pretrained"] = "multi30k", True
     raw["pretrain"]["objective"] = "auto"
     assert parse_params(raw).pretraining is None  # a translator is not pretrained
+    raw["dataset"] = "imdb"  # a classifier's encoder: masked LM, unless word vectors are named
+    assert parse_params(raw).pretraining == "mlm"
+    raw["pretrain"]["objective"] = "ppmi_svd"
+    assert parse_params(raw).pretraining == "ppmi_svd"
+    raw["dataset"] = "wikitext-2"
+    with pytest.raises(ConfigError, match=r"objective 'ppmi_svd'.*allowed: 'auto', 'clm'"):
+        parse_params(raw)
 
 
 def test_what_a_model_reads_at_once_must_fit_its_positions(raw):

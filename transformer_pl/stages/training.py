@@ -1,7 +1,8 @@
 """The training stages, in run order: pretrain → finetune (evaluate and register follow in
 stages/evaluation.py). What they train follows from the dataset's task:
 
-    classify   pretrain: masked-LM encoder   finetune: classifier on that encoder
+    classify   pretrain: masked-LM encoder,  finetune: classifier on that encoder
+                         or word vectors for its token embedding (ppmi_svd)
     lm         pretrain: causal LM           finetune: the causal LM, continued (or from scratch)
     translate  pretrain: skipped             finetune: encoder–decoder translator
 
@@ -41,6 +42,7 @@ MODEL_CODE = (
     "transformer_pl/training.py",
     "transformer_pl/data/datamodules.py",
     "transformer_pl/stages/training.py",
+    "transformer_pl/word_vectors.py",
 )
 
 
@@ -143,6 +145,8 @@ def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
         return summary
     meta = _encoded_meta(layout, params)
     config = _model_config(params, meta["vocab_size"])
+    if objective == "ppmi_svd":
+        return _word_vectors(params, layout, meta, config, out_dir)
     if objective == "mlm":
         datamodule: Any = MaskedLMDataModule(
             layout / Layout.ENCODED,
@@ -175,6 +179,60 @@ def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
         },
         out_dir,
     )
+
+
+def _word_vectors(
+    params: Params, layout: Layout, meta: dict[str, Any], config: Any, out_dir: Path
+) -> dict[str, Any]:
+    """The ppmi_svd objective: the encoder's token embedding from co-occurrence statistics of
+    the pretraining text (transformer_pl/word_vectors.py). It writes `encoder.embedding.weight`
+    alone; finetune reports the other encoder weights as missing and initialises them."""
+    import datasets
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from transformer_pl.model.transformer import Encoder
+    from transformer_pl.word_vectors import cooccurrence_counts, positive_pmi, svd_embedding
+
+    # Never resumed: it has no steps to resume, and reruns whole in minutes.
+    summary: dict[str, Any] = {"dataset": params.dataset, "objective": "ppmi_svd", "resumed": False}
+    if not is_global_zero():
+        return summary  # a closed form on one CPU: other processes of a launch have no share
+    started = time.perf_counter()
+    column = datasets.load_from_disk(str(layout / Layout.ENCODED / "pretrain")).data.column(
+        "input_ids"
+    )
+    rows = column.combine_chunks()
+    token_ids = rows.flatten().to_numpy()
+    row_starts = np.concatenate([[0], np.cumsum(rows.value_lengths().to_numpy())])
+    counts = cooccurrence_counts(
+        token_ids,
+        row_starts,
+        config.vocab_size,
+        params.pretrain.cooccurrence_window,
+        ignore_ids=meta["special_tokens"].values(),
+    )
+    ppmi = positive_pmi(counts)
+    # Tokens the text never shows keep the random initialisation the model would give them.
+    torch.manual_seed(params.seed)
+    embedding = Encoder(config).embedding.weight.detach().clone()
+    seen = torch.from_numpy(np.asarray(counts.sum(axis=1)).ravel() > 0)
+    vectors = svd_embedding(ppmi, config.d_model, params.seed, float(embedding.std()))
+    embedding[seen] = torch.from_numpy(vectors)[seen]
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    save_file({"encoder.embedding.weight": embedding.contiguous()}, out_dir / "model.safetensors")
+    write_json(out_dir / "config.json", {"task": "ppmi_svd", "model": config.to_dict()})
+    summary.update(
+        tokens=len(token_ids),
+        vocabulary_seen=round(float(seen.float().mean()), 6),
+        ppmi_nonzero=int(ppmi.nnz),
+        wall_seconds=round(time.perf_counter() - started, 1),
+    )
+    write_json(layout / f"{TRAINING_METRICS}/pretrain.json", summary)
+    return summary
 
 
 def _no_pretraining(params: Params) -> str:
