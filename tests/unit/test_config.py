@@ -113,8 +113,8 @@ def test_the_task_decides_pretraining_model_name_and_champion_metric(raw):
 
 
 def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(raw):
-    raw["dataset"], raw["pretrain"]["objective"] = "wikitext-2", "auto"
-    assert parse_params(raw).pretraining == "clm"
+    raw["dataset"] = "wikitext-2"
+    assert parse_params(raw).pretraining == "clm"  # objective auto
     raw["pretrain"]["objective"] = "mlm"
     with pytest.raises(ConfigError, match=r"pretrain\.objective 'mlm'.*allowed: 'auto', 'clm'"):
         parse_params(raw)
@@ -123,10 +123,11 @@ def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(r
     raw["dataset"], raw["finetune"]["from_pretrained"] = "multi30k", True
     raw["pretrain"]["objective"] = "auto"
     assert parse_params(raw).pretraining is None  # a translator is not pretrained
-    raw["dataset"] = "imdb"  # a classifier's encoder: masked LM, unless word vectors are named
+    raw["dataset"] = "imdb"  # a classifier: word vectors, unless a masked-LM encoder is named
+    assert parse_params(raw).pretraining == "ppmi_svd"
+    raw["pretrain"]["objective"] = "mlm"
     assert parse_params(raw).pretraining == "mlm"
     raw["pretrain"]["objective"] = "ppmi_svd"
-    assert parse_params(raw).pretraining == "ppmi_svd"
     raw["dataset"] = "wikitext-2"
     with pytest.raises(ConfigError, match=r"objective 'ppmi_svd'.*allowed: 'auto', 'clm'"):
         parse_params(raw)
