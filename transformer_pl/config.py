@@ -246,7 +246,7 @@ class PretrainParams(Section):
 
 class FinetuneParams(Section):
     from_pretrained: bool = True
-    pooling: Literal["mean", "cls"] = "mean"
+    pooling: Literal["mean", "max", "mean_max", "cls"] = "mean"
     classifier_dropout: float = Field(0.1, ge=0, lt=1)
     freeze_encoder: bool = False
     layer_lr_decay: float = Field(1.0, gt=0, le=1)

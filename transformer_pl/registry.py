@@ -8,8 +8,9 @@ A *bundle* is what training hands to the registry, a directory holding
                         may name its tokenizer separately; the registered copy always has one)
 
 For task "classify" the task's fields are `num_labels`, `label_names` (index = class id),
-`pooling` ("mean" or "cls") and `max_length` (the longest input the model was trained on,
-special tokens included; longer texts are read in windows of that length: `classify_texts`).
+`pooling` ("mean", "max", "mean_max" or "cls") and `max_length` (the longest input the model
+was trained on, special tokens included; longer texts are read in windows of that length:
+`classify_texts`).
 `save_classifier_bundle` writes this format and `load_classifier_bundle` reads it.
 Language-model ("clm") and translation ("translate") bundles are described, loaded and run by
 `transformer_pl.inference`; registering one adds its decoding defaults to its config.json.
@@ -67,7 +68,7 @@ from transformer_pl.inference import (
     token_ids,
     translate_texts,
 )
-from transformer_pl.model import SequenceClassifier, TransformerConfig
+from transformer_pl.model import Pooling, SequenceClassifier, TransformerConfig
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -103,7 +104,7 @@ class ClassifierBundleConfig:
     model: TransformerConfig
     num_labels: int
     label_names: tuple[str, ...]
-    pooling: Literal["mean", "cls"] = "mean"
+    pooling: Pooling = "mean"
     max_length: int = 256
     task: Literal["classify"] = "classify"
 

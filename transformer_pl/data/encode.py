@@ -44,6 +44,12 @@ def pack_blocks(ids: np.ndarray, block_size: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids, pa.int32()))
 
 
+def flat_token_ids(rows: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' ids end to end, and where each row starts (one more entry: the total)."""
+    offsets = rows.offsets.to_numpy()
+    return rows.flatten().to_numpy(), offsets - offsets[0]
+
+
 def encode_splits(
     frames: dict[str, pd.DataFrame],
     tokenizer_path: Path,
@@ -149,9 +155,8 @@ class _Encoder:
     def packed(self, parts: list[Dataset], split: str) -> Dataset:
         """The parts' texts in order, each followed by [EOS], cut into blocks."""
         lists = pa.concat_arrays([part.data.column("input_ids").combine_chunks() for part in parts])
-        ids = lists.flatten().to_numpy()
-        ends = lists.offsets.to_numpy()[1:] - lists.offsets.to_numpy()[0]
-        with_eos = np.insert(ids, ends, EOS_ID)
+        ids, row_starts = flat_token_ids(lists)
+        with_eos = np.insert(ids, row_starts[1:], EOS_ID)
         table = pa.table({"input_ids": pack_blocks(with_eos, self.params.block_size)})
         return Dataset(
             InMemoryTable(table),

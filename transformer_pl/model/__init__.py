@@ -1,7 +1,7 @@
 """Transformers from first principles, in plain PyTorch (no Lightning, no I/O)."""
 
 from transformer_pl.model.attention import KVCache, MultiHeadAttention, scaled_dot_product_attention
-from transformer_pl.model.config import TransformerConfig
+from transformer_pl.model.config import Pooling, TransformerConfig
 from transformer_pl.model.generation import (
     beam_search,
     generate,
@@ -50,6 +50,7 @@ __all__ = [
     "MaskedLanguageModel",
     "ModelKind",
     "MultiHeadAttention",
+    "Pooling",
     "RotaryEmbedding",
     "Seq2SeqTransformer",
     "SequenceClassifier",

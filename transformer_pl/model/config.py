@@ -10,6 +10,8 @@ from typing import Any, Literal, get_args
 Positional = Literal["sinusoidal", "learned", "rope"]
 Activation = Literal["gelu", "relu"]
 AttentionImpl = Literal["sdpa", "reference"]
+# How a classifier turns token states into one vector (model/heads.py: SequenceClassifier).
+Pooling = Literal["mean", "max", "mean_max", "cls"]
 
 
 @dataclass(frozen=True)

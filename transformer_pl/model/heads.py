@@ -8,12 +8,13 @@ Tied output projections (`config.tie_embeddings`) reuse the token embedding matr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer_pl.model.config import TransformerConfig
+from transformer_pl.model.config import Pooling, TransformerConfig
 from transformer_pl.model.transformer import (
     Decoder,
     DecoderCache,
@@ -109,38 +110,45 @@ class SequenceClassifier(nn.Module):
 
     `.encoder` is built exactly as MaskedLanguageModel.encoder, so pretrained weights load by
     name: `classifier.encoder.load_state_dict(mlm.encoder.state_dict())`.
-    pooling="mean" averages the real tokens; "cls" takes position 0 (the tokenizer must put a
-    [CLS] token there, and sequences must then be right-padded).
+    Pooling over the real tokens: "mean" averages them; "max" takes each feature's largest value
+    (a strong phrase anywhere in a long text is not averaged away); "mean_max" concatenates both,
+    so the head sees 2·d_model features; "cls" takes position 0 (the tokenizer must put a [CLS]
+    token there, and sequences must then be right-padded).
     """
 
     def __init__(
         self,
         config: TransformerConfig,
         num_labels: int,
-        pooling: Literal["mean", "cls"] = "mean",
+        pooling: Pooling = "mean",
         classifier_dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if pooling not in get_args(Pooling):
+            raise ValueError(f"pooling must be one of {get_args(Pooling)}, got {pooling!r}")
         if num_labels < 2:
             raise ValueError(f"num_labels must be at least 2, got {num_labels}")
         self.config = config
         self.pooling = pooling
         self.encoder = Encoder(config)
         self.dropout = nn.Dropout(classifier_dropout)
-        self.head = nn.Linear(config.d_model, num_labels)
+        pooled_size = 2 * config.d_model if pooling == "mean_max" else config.d_model
+        self.head = nn.Linear(pooled_size, num_labels)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def pool(self, hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
-        """(B, T, D) -> (B, D)."""
+        """(B, T, D) -> (B, D), or (B, 2D) for mean_max."""
         if self.pooling == "cls":
             return hidden[:, 0]
         if attention_mask is None:
-            return hidden.mean(dim=1)
-        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1): 1 real, 0 padding
-        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+            attention_mask = torch.ones(hidden.shape[:2], device=hidden.device)
+        real = attention_mask.unsqueeze(-1).bool()  # (B, T, 1): True real, False padding
+        mean = (hidden * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
+        if self.pooling == "mean":
+            return mean
+        largest = hidden.masked_fill(~real, float("-inf")).amax(dim=1)
+        return largest if self.pooling == "max" else torch.cat([mean, largest], dim=-1)
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None

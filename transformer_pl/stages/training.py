@@ -192,6 +192,7 @@ def _word_vectors(
     import torch
     from safetensors.torch import save_file
 
+    from transformer_pl.data.encode import flat_token_ids
     from transformer_pl.model.transformer import Encoder
     from transformer_pl.word_vectors import cooccurrence_counts, positive_pmi, svd_embedding
 
@@ -200,12 +201,8 @@ def _word_vectors(
     if not is_global_zero():
         return summary  # a closed form on one CPU: other processes of a launch have no share
     started = time.perf_counter()
-    column = datasets.load_from_disk(str(layout / Layout.ENCODED / "pretrain")).data.column(
-        "input_ids"
-    )
-    rows = column.combine_chunks()
-    token_ids = rows.flatten().to_numpy()
-    row_starts = np.concatenate([[0], np.cumsum(rows.value_lengths().to_numpy())])
+    pretraining = datasets.load_from_disk(str(layout / Layout.ENCODED / "pretrain"))
+    token_ids, row_starts = flat_token_ids(pretraining.data.column("input_ids").combine_chunks())
     counts = cooccurrence_counts(
         token_ids,
         row_starts,
@@ -213,7 +210,10 @@ def _word_vectors(
         params.pretrain.cooccurrence_window,
         ignore_ids=meta["special_tokens"].values(),
     )
-    ppmi = positive_pmi(counts)
+    try:
+        ppmi = positive_pmi(counts)
+    except ValueError as error:  # an empty pretraining split
+        raise StageError(f"pretrain (ppmi_svd): {error}") from error
     # Tokens the text never shows keep the random initialisation the model would give them.
     torch.manual_seed(params.seed)
     embedding = Encoder(config).embedding.weight.detach().clone()

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from transformer_pl.config import OptimParams
-from transformer_pl.model import ClassifierOutput, SequenceClassifier, TransformerConfig
+from transformer_pl.model import ClassifierOutput, Pooling, SequenceClassifier, TransformerConfig
 from transformer_pl.tasks.base import Batch, TaskName, TransformerTask
 from transformer_pl.tasks.metrics import ClassificationMetrics
 from transformer_pl.tasks.optim import layerwise_lr_scales
@@ -51,7 +51,7 @@ class ClassifierTask(TransformerTask):
         model_config: TransformerConfig | Mapping[str, Any],
         num_labels: int,
         label_names: Sequence[str] | None = None,
-        pooling: Literal["mean", "cls"] = "mean",
+        pooling: Pooling = "mean",
         classifier_dropout: float = 0.1,
         label_smoothing: float = 0.0,
         freeze_encoder: bool = False,

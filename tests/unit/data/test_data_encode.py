@@ -8,11 +8,12 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from tokenizers import Tokenizer
 
 from transformer_pl.config import DatasetSpec, EncodeParams, TokenizerParams
-from transformer_pl.data.encode import META, encode_splits, pack_blocks
+from transformer_pl.data.encode import META, encode_splits, flat_token_ids, pack_blocks
 from transformer_pl.data.tokenizer import BOS_ID, CLS_ID, EOS_ID, SEP_ID, train_tokenizer
 
 WORDS = np.array(["the", "a", "film", "was", "good", "bad", "plot", "actors", "music", "end"])
@@ -52,6 +53,13 @@ def test_pack_blocks_cuts_every_block_size_and_keeps_the_remainder():
     assert blocks.to_pylist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert pack_blocks(np.arange(8), 4).to_pylist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert pack_blocks(np.array([], dtype="int32"), 4).to_pylist() == []
+
+
+def test_flat_token_ids_of_a_sliced_column_start_at_zero():
+    rows = pa.array([[9, 9], [1, 2, 3], [], [4]], pa.list_(pa.int32())).slice(1)
+    ids, row_starts = flat_token_ids(rows)
+    assert ids.tolist() == [1, 2, 3, 4]
+    assert row_starts.tolist() == [0, 3, 3, 4]
 
 
 def labeled(n: int, seed: int) -> pd.DataFrame:

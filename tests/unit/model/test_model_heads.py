@@ -137,6 +137,24 @@ def test_classifier_loads_pretrained_encoder_by_name(make_config) -> None:
     )
 
 
+def test_classifier_pooling_reads_real_tokens_only(make_config) -> None:
+    hidden = torch.tensor([[[1.0, -4.0], [3.0, 0.0], [9.0, 9.0]]])  # (1, 3, 2); position 2: padding
+    mask = torch.tensor([[1, 1, 0]])
+    pooled = {
+        pooling: SequenceClassifier(make_config(), num_labels=2, pooling=pooling).pool(hidden, mask)
+        for pooling in ("mean", "max", "mean_max", "cls")
+    }
+    torch.testing.assert_close(pooled["mean"], torch.tensor([[2.0, -2.0]]))
+    torch.testing.assert_close(pooled["max"], torch.tensor([[3.0, 0.0]]))
+    torch.testing.assert_close(pooled["mean_max"], torch.tensor([[2.0, -2.0, 3.0, 0.0]]))
+    torch.testing.assert_close(pooled["cls"], torch.tensor([[1.0, -4.0]]))
+    config = make_config()
+    head = SequenceClassifier(config, num_labels=2, pooling="mean_max").head
+    assert head.in_features == 2 * config.d_model
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        SequenceClassifier(config, num_labels=2, pooling="sum")
+
+
 def _overfit(model: nn.Module, loss_fn: Callable[[], torch.Tensor], steps: int) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(steps):

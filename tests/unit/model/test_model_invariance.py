@@ -75,7 +75,7 @@ def test_cross_attending_decoder_ignores_memory_padding(make_config) -> None:
     )
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max", "cls"])
 def test_classifier_logits_ignore_padding(make_config, pooling: str) -> None:
     torch.manual_seed(0)
     classifier = SequenceClassifier(make_config(), num_labels=3, pooling=pooling).eval()
