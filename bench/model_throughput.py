@@ -19,6 +19,7 @@ over the RSS just before the first step (model and optimizer already built, batc
 growth is the activations, gradients and optimizer state of the steps.
 
 Usage: python bench/model_throughput.py [--steps 10] [--batch 32] [--seq 128] [--threads 2]
+       [--positional sinusoidal|learned|rope]
 Needs the bench extra: pip install -c requirements.lock transformers==5.24.0
 """
 
@@ -44,7 +45,7 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _build(impl: str):
+def _build(impl: str, positional: str):
     if impl == "ours":
         from transformer_pl.model import MaskedLanguageModel, TransformerConfig
 
@@ -57,6 +58,7 @@ def _build(impl: str):
             max_len=MAX_LEN,
             dropout=0.1,
             attention_dropout=0.0,
+            positional=positional,
         )
         return MaskedLanguageModel(config)
     from transformers import BertConfig, BertForMaskedLM
@@ -81,7 +83,7 @@ def _measure(impl: str, phase: str, args: argparse.Namespace, queue: Any) -> Non
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = _build(impl)
+    model = _build(impl, args.positional)
     batch = args.batch if phase == "train" else args.infer_batch
     gen = torch.Generator().manual_seed(0)
     input_ids = torch.randint(FIRST_REGULAR_ID, VOCAB, (batch, args.seq), generator=gen)
@@ -142,6 +144,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of ours and HF")
     parser.add_argument("--phases", nargs="+", default=["train", "infer"])
+    parser.add_argument(
+        "--positional",
+        choices=["sinusoidal", "learned", "rope"],
+        default="sinusoidal",
+        help="our model's positions (BERT's are learned); compare two runs by their ratios to HF",
+    )
     args = parser.parse_args()
 
     import torch
@@ -176,7 +184,8 @@ def main() -> None:
                 "params": runs[0]["params"],
             }
         ratio = summary["ours"]["tokens_per_s"] / summary["hf"]["tokens_per_s"]
-        for impl, label in (("ours", "ours (MaskedLanguageModel)"), ("hf", "HF BertForMaskedLM")):
+        ours = f"ours (MaskedLanguageModel, {args.positional})"
+        for impl, label in (("ours", ours), ("hf", "HF BertForMaskedLM")):
             s = summary[impl]
             rows.append(
                 f"| {phase} {batch}×{args.seq} | {label} | {s['params'] / 1e6:.2f} M | "
