@@ -138,7 +138,23 @@ def report(options: argparse.Namespace, results: dict[str, Any], load: float) ->
                 f"| {dataset} | {arm} | {model:.4f} | {baseline:.4f} | {model - baseline:+.4f} | "
                 f"{sum(outcome['walls'].values()):.0f} | {result['data_seconds']:.0f} |"
             )
+    lines.append("")
+    for dataset, result in results.items():
+        for arm, outcome in result["arms"].items():
+            lines.append(f"- {dataset} {arm}: {evaluate_breakdown(outcome)}")
     return "\n".join(lines)
+
+
+def evaluate_breakdown(outcome: dict[str, Any]) -> str:
+    """Where the evaluate stage's wall went: the model's test predictions, the baseline's fit,
+    and the rest (loading, the baseline's predictions, latency, plots, process start)."""
+    metrics, wall = outcome["metrics"], outcome["walls"]["evaluate"]
+    predict, fit = metrics["test_predict_seconds"], metrics["baseline_fit_seconds"]
+    return (
+        f"evaluate {wall:.0f} s = test prediction {predict:.0f} s + baseline fit {fit:.0f} s "
+        f"+ the rest {wall - predict - fit:.0f} s; stage walls "
+        + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in outcome["walls"].items())
+    )
 
 
 # Published figures to read a CPU run of the default-size profiles against.

@@ -311,6 +311,33 @@ def test_classifier_reports_missing_and_unexpected_encoder_keys(
     assert "encoder.adapter.weight" in caplog.text
 
 
+def test_classifier_summarises_an_embedding_only_file_per_layer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Word vectors (ppmi_svd) export the embedding alone: the warning names one group per
+    layer with its count, not every tensor."""
+    classifier = ClassifierTask(tiny_config(), num_labels=2)
+    embedding = classifier.model.encoder.embedding.weight.detach().clone()
+    save_file({"encoder.embedding.weight": embedding}, tmp_path / "vectors.safetensors")
+
+    keys = classifier.load_pretrained_encoder(tmp_path / "vectors.safetensors")
+
+    per_layer = {
+        f"encoder.layers.{index}": sum(
+            name.startswith(f"encoder.layers.{index}.") for name in keys.missing
+        )
+        for index in range(tiny_config().n_layers)
+    }
+    assert all(per_layer.values())
+    warning = next(
+        record.getMessage() for record in caplog.records if "missing" in record.getMessage()
+    )
+    assert f"{len(keys.missing)} encoder tensors missing" in warning
+    for prefix, count in per_layer.items():
+        assert f"{prefix}.* ({count})" in warning
+    assert not any(name in warning for name in keys.missing if name.startswith("encoder.layers."))
+
+
 def test_classifier_rejects_weights_without_an_encoder(tmp_path: Path) -> None:
     causal = CausalLMTask(tiny_config())
     weights = causal.export_weights(tmp_path / "causal")  # decoder.*, no encoder.*

@@ -24,6 +24,21 @@ from transformer_pl.tasks.optim import layerwise_lr_scales
 log = logging.getLogger(__name__)
 
 ENCODER_PREFIX = "encoder."
+SUMMARY_DEPTH = 3  # "encoder.layers.0": one entry per layer, however many tensors it holds
+
+
+def summarise_names(names: Sequence[str]) -> str:
+    """Parameter names grouped by their first `SUMMARY_DEPTH` parts, for a one-line log:
+    ["encoder.layers.0.a.weight", "encoder.layers.0.b.bias", "encoder.norm.weight"] gives
+    "encoder.layers.0.* (2), encoder.norm.weight" (a group of one keeps its full name). Word
+    vectors leave every encoder weight but the embedding missing: dozens of names in full."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(".".join(name.split(".")[:SUMMARY_DEPTH]), []).append(name)
+    return ", ".join(
+        members[0] if len(members) == 1 else f"{prefix}.* ({len(members)})"
+        for prefix, members in groups.items()
+    )
 
 
 class LoadedKeys(NamedTuple):
@@ -114,11 +129,17 @@ class ClassifierTask(TransformerTask):
         )
         if keys.missing:
             log.warning(
-                "encoder weights missing from %s (left at init): %s", weights_path, keys.missing
+                "%d encoder tensors missing from %s (left at init): %s",
+                len(keys.missing),
+                weights_path,
+                summarise_names(keys.missing),
             )
         if keys.unexpected:
             log.warning(
-                "unexpected encoder weights in %s (ignored): %s", weights_path, keys.unexpected
+                "%d unexpected encoder tensors in %s (ignored): %s",
+                len(keys.unexpected),
+                weights_path,
+                summarise_names(keys.unexpected),
             )
         return keys
 
