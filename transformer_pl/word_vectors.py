@@ -26,20 +26,26 @@ def cooccurrence_counts(
     window: int,
     ignore_ids: Iterable[int] = (),
 ) -> sp.csr_matrix:
-    """Symmetric (vocab, vocab) counts of token pairs at most `window` apart within one row.
+    """Symmetric (vocab, vocab) counts of token pairs at most `window` apart within one text.
 
     `token_ids` holds every row's ids end to end, and row i is token_ids[row_starts[i]:
     row_starts[i + 1]] (Arrow's list layout). A pair `d` apart counts 1/d (GloVe's weighting:
-    nearer words say more). Pairs with an id in `ignore_ids` (padding, [CLS], …) are not counted.
+    nearer words say more). Ids in `ignore_ids` (padding, [CLS], [EOS], …) are not counted and
+    end a text: packed pretraining blocks hold several documents joined by [EOS], and the last
+    word of one review says nothing about the first word of the next.
     """
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
     ids = np.asarray(token_ids, dtype=np.int64)
-    row_of = np.repeat(np.arange(len(row_starts) - 1), np.diff(row_starts))
     counted = ~np.isin(ids, np.fromiter(ignore_ids, dtype=np.int64))
+    text_starts = ~counted
+    text_starts[np.asarray(row_starts[:-1])[np.asarray(row_starts[:-1]) < len(ids)]] = True
+    text_of = np.cumsum(text_starts)
     counts = sp.csr_matrix((vocab_size, vocab_size), dtype=np.float64)
     for distance in range(1, window + 1):
-        pair = (row_of[distance:] == row_of[:-distance]) & counted[distance:] & counted[:-distance]
+        pair = (
+            (text_of[distance:] == text_of[:-distance]) & counted[distance:] & counted[:-distance]
+        )
         left, right = ids[:-distance][pair], ids[distance:][pair]
         weight = np.full(len(left), 1.0 / distance)
         # coo → csr sums the duplicate pairs; both orders make the matrix symmetric.

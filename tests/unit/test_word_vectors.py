@@ -35,6 +35,12 @@ def test_window_and_ignored_ids_limit_what_is_counted():
     assert counts[7, 9] == 0  # two apart: outside a window of 1
     assert counts[2].sum() == counts[:, 3].sum() == 0  # [CLS], [SEP]-like ids
     assert counts[7, 8] == counts[8, 9] == 1.0
+    # An ignored id ends a text: packed blocks join documents with [EOS] (here 3).
+    ids, starts = rows_to_arrow_layout([[7, 8, 3, 9, 6], [5]])
+    counts = cooccurrence_counts(ids, starts, vocab_size=10, window=3, ignore_ids=[3])
+    assert counts[8, 9] == counts[7, 9] == counts[8, 6] == 0
+    assert counts[7, 8] == counts[9, 6] == 1.0
+    assert counts.sum() == 4.0  # (7, 8) and (9, 6), each counted both ways
     with pytest.raises(ValueError, match="window must be at least 1"):
         cooccurrence_counts(ids, starts, vocab_size=10, window=0)
 
