@@ -38,8 +38,9 @@ def cooccurrence_counts(
         raise ValueError(f"window must be at least 1, got {window}")
     ids = np.asarray(token_ids, dtype=np.int64)
     counted = ~np.isin(ids, np.fromiter(ignore_ids, dtype=np.int64))
+    row_firsts = np.asarray(row_starts[:-1])
     text_starts = ~counted
-    text_starts[np.asarray(row_starts[:-1])[np.asarray(row_starts[:-1]) < len(ids)]] = True
+    text_starts[row_firsts[row_firsts < len(ids)]] = True  # an empty last row starts past the end
     text_of = np.cumsum(text_starts)
     counts = sp.csr_matrix((vocab_size, vocab_size), dtype=np.float64)
     for distance in range(1, window + 1):

@@ -41,6 +41,8 @@ def test_window_and_ignored_ids_limit_what_is_counted():
     assert counts[8, 9] == counts[7, 9] == counts[8, 6] == 0
     assert counts[7, 8] == counts[9, 6] == 1.0
     assert counts.sum() == 4.0  # (7, 8) and (9, 6), each counted both ways
+    ids, starts = rows_to_arrow_layout([[7, 8], [], [9, 6], []])  # empty rows, one at the end
+    assert cooccurrence_counts(ids, starts, vocab_size=10, window=3).sum() == 4.0
     with pytest.raises(ValueError, match="window must be at least 1"):
         cooccurrence_counts(ids, starts, vocab_size=10, window=0)
 
