@@ -34,7 +34,9 @@ import resource
 import statistics
 import subprocess
 import time
-from typing import Any
+from typing import Any, get_args
+
+from transformer_pl.model.config import Positional
 
 VOCAB, D_MODEL, LAYERS, HEADS, D_FF, MAX_LEN = 16_000, 256, 4, 4, 1024, 512
 MASK_ID, FIRST_REGULAR_ID = 4, 5
@@ -146,7 +148,7 @@ def main() -> None:
     parser.add_argument("--phases", nargs="+", default=["train", "infer"])
     parser.add_argument(
         "--positional",
-        choices=["sinusoidal", "learned", "rope"],
+        choices=get_args(Positional),
         default="sinusoidal",
         help="our model's positions (BERT's are learned); compare two runs by their ratios to HF",
     )

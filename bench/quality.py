@@ -130,6 +130,7 @@ def report(options: argparse.Namespace, results: dict[str, Any], load: float) ->
         "train + eval wall (s) | data wall (s) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
+    breakdowns = []
     for dataset, result in results.items():
         for arm, outcome in result["arms"].items():
             metrics = outcome["metrics"]
@@ -138,11 +139,8 @@ def report(options: argparse.Namespace, results: dict[str, Any], load: float) ->
                 f"| {dataset} | {arm} | {model:.4f} | {baseline:.4f} | {model - baseline:+.4f} | "
                 f"{sum(outcome['walls'].values()):.0f} | {result['data_seconds']:.0f} |"
             )
-    lines.append("")
-    for dataset, result in results.items():
-        for arm, outcome in result["arms"].items():
-            lines.append(f"- {dataset} {arm}: {evaluate_breakdown(outcome)}")
-    return "\n".join(lines)
+            breakdowns.append(f"- {dataset} {arm}: {evaluate_breakdown(outcome)}")
+    return "\n".join([*lines, "", *breakdowns])
 
 
 def evaluate_breakdown(outcome: dict[str, Any]) -> str:
