@@ -185,7 +185,7 @@ class TrainerParams(Section):
     devices: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     num_nodes: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
-    # "auto": bf16-mixed on GPUs that support it, 32-true on CPU.
+    # "auto": bf16-mixed on GPUs and CPUs with bf16 instructions, else 16-mixed (GPU) / 32-true.
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "auto"
     deterministic: bool = False
     compile: bool = False

@@ -40,15 +40,23 @@ LAST_CHECKPOINT = "last.ckpt"
 BEST_CHECKPOINT = "best"  # ModelCheckpoint adds ".ckpt"
 
 
+def cpu_has_native_bf16() -> bool:
+    """avx512_bf16 or AMX: bf16 matrix instructions. Without them bf16 autocast is emulated and
+    slower than fp32; with them it trains ~1.6-1.9x faster (bench/RESULTS.md)."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
-    """Precision "auto" is bf16-mixed on a CUDA GPU that supports bf16 (16-mixed on older ones),
-    32-true elsewhere. CPUs stay at 32-true for reproducibility, although bf16 autocast trains
-    about 1.9× faster on CPUs with avx512_bf16 (MEASUREMENTS.md): a profile may ask for
-    "bf16-mixed"."""
+    """Precision "auto" is the fastest one the hardware runs natively: bf16-mixed on a CUDA GPU
+    that supports bf16 (16-mixed on older ones) and on a CPU with bf16 instructions, 32-true on
+    other CPUs. Results are reproducible on one machine either way; a profile that must match
+    across machines names a precision. Stages record the one they trained in."""
     if precision != "auto":
         return precision
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if accelerator in ("auto", "cpu") and cpu_has_native_bf16():
+        return "bf16-mixed"
     return "32-true"
 
 

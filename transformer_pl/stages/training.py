@@ -94,6 +94,8 @@ def _fit(
     trainer = build_trainer(
         params.trainer, output_dir=scratch, seed=params.seed, logger=logger, **trainer_options
     )
+    if active:
+        mlflow.set_tag("precision", str(trainer.precision))  # "auto" resolves per machine
     started = time.perf_counter()
     resumed_from = fit_or_resume(trainer, task(), datamodule, scratch / "checkpoints")
     wall_seconds = time.perf_counter() - started
@@ -105,6 +107,7 @@ def _fit(
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "world_size": trainer.world_size,  # processes that trained; batch sizes are global
+        "precision": str(trainer.precision),
         "resumed": resumed_from is not None,
         "wall_seconds": round(wall_seconds, 1),
         "best_checkpoint_score": (
