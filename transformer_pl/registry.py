@@ -69,6 +69,7 @@ from transformer_pl.inference import (
     translate_texts,
 )
 from transformer_pl.model import Pooling, SequenceClassifier, TransformerConfig
+from transformer_pl.precision import native_bf16_autocast
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -238,6 +239,8 @@ def classify_texts(
     review counts as much as its start. On IMDB this scored 88.37% where the first 512 tokens
     alone scored 88.16% (bench/RESULTS.md). Inputs are batched by length, each batch cut to its
     longest input: IMDB reviews padded to 512 tokens would otherwise cost nearly twice the work.
+    Where the hardware has bf16 instructions the forward pass runs under bf16 autocast, ~1.5x
+    faster than fp32 (bench/RESULTS.md gives its effect on test accuracy).
     """
     room = config.max_length - 2
     pad_id = config.model.pad_token_id
@@ -252,7 +255,8 @@ def classify_texts(
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
         input_ids = pad_right([inputs[i] for i in batch], value=pad_id)
-        logits = model(input_ids, (input_ids != pad_id).long()).logits
+        with native_bf16_autocast(input_ids.device):
+            logits = model(input_ids, (input_ids != pad_id).long()).logits
         input_probabilities[batch] = logits.float().softmax(dim=-1)
     owner = torch.tensor(owners, dtype=torch.long)
     windows_per_text = torch.bincount(owner, minlength=len(texts)).unsqueeze(1)

@@ -31,6 +31,7 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
 
 from transformer_pl.config import TrainerParams
 from transformer_pl.model import DecoderLayer, EncoderLayer
+from transformer_pl.precision import cpu_has_native_bf16
 from transformer_pl.tasks.throughput import TokenThroughput
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 BEST_CHECKPOINT = "best"  # ModelCheckpoint adds ".ckpt"
-
-
-def cpu_has_native_bf16() -> bool:
-    """avx512_bf16 or AMX: bf16 matrix instructions. Without them bf16 autocast is emulated and
-    slower than fp32; with them it trains ~1.6-1.9x faster (bench/RESULTS.md)."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:

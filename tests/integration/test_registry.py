@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from typer.testing import CliRunner
 
+from transformer_pl import precision
 from transformer_pl.cli import app
 from transformer_pl.config import DecodeParams, TokenizerParams
 from transformer_pl.data.tokenizer import CLS_ID, SEP_ID, train_tokenizer
@@ -53,6 +54,13 @@ SENTENCES = [
     "an average story told with some charm",
 ]
 PROBABILITY_COLUMNS = [f"probability_{name}" for name in LABEL_NAMES]
+
+
+@pytest.fixture(autouse=True)
+def fp32_inference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests compare predictions with fp32 references to float rounding; on a CPU with bf16
+    instructions `classify_texts` would run under bf16 autocast (its own test is below)."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
 
 
 @pytest.fixture(scope="module")
@@ -358,6 +366,22 @@ def test_batches_of_any_size_classify_like_one_text_at_a_time(
             classify_texts(model, tokenizer, config, texts, batch_size), alone, rtol=1e-4, atol=1e-6
         )
     assert classify_texts(model, tokenizer, config, []).shape == (0, 2 + len(LABEL_NAMES))
+
+
+def test_classify_texts_runs_under_bf16_where_the_cpu_has_it(
+    bundle_dir: Path, tokenizer_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, tokenizer, config = load_classifier_bundle(bundle_dir, tokenizer_path)
+    texts = [*SENTENCES, "wonderful " * 100]
+    full = classify_texts(model, tokenizer, config, texts)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+
+    halved = classify_texts(model, tokenizer, config, texts)
+
+    # bf16 keeps 8 bits of mantissa: close to fp32, but not to float rounding.
+    difference = (halved[PROBABILITY_COLUMNS] - full[PROBABILITY_COLUMNS]).abs().to_numpy()
+    assert 0 < difference.max() < 0.02
+    assert halved["label"].tolist() == full["label"].tolist()
 
 
 def test_a_text_beyond_max_length_scores_the_mean_of_its_windows(

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from transformer_pl import training
 from transformer_pl.config import OptimParams, TrainerParams
 from transformer_pl.model import TransformerConfig
+from transformer_pl.precision import cpu_has_native_bf16
 from transformer_pl.tasks import (
     CausalLMTask,
     ClassifierTask,
@@ -31,7 +32,6 @@ from transformer_pl.training import (
     CompileModel,
     build_strategy,
     build_trainer,
-    cpu_has_native_bf16,
     fit_or_resume,
     resolve_precision,
 )

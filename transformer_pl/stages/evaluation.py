@@ -327,6 +327,7 @@ STAGES: tuple[StageSpec, ...] = (
                 "transformer_pl/baseline.py",
                 "transformer_pl/registry.py",
                 "transformer_pl/inference.py",
+                "transformer_pl/precision.py",
             ),
         ),
         params=("dataset", *PROFILE_KEYS, "seed", "evaluate", "decode"),

@@ -40,6 +40,7 @@ MODEL_CODE = (
     "transformer_pl/model",
     "transformer_pl/tasks",
     "transformer_pl/training.py",
+    "transformer_pl/precision.py",
     "transformer_pl/data/datamodules.py",
     "transformer_pl/stages/training.py",
     "transformer_pl/word_vectors.py",
