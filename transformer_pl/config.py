@@ -254,6 +254,7 @@ class FinetuneParams(Section):
     max_epochs: int = Field(3, ge=1)
     max_steps: int = -1
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    adversarial_epsilon: float = Field(0.0, ge=0)
     early_stopping_patience: int = Field(3, ge=1)
     optim: OptimParams = OptimParams(learning_rate=3e-4)
 

@@ -281,6 +281,18 @@ def test_classifier_checkpoint_reloads_with_its_options(tmp_path: Path) -> None:
         torch.testing.assert_close(reloaded.model.state_dict()[name], tensor, msg=name)
 
 
+def test_adversarial_classifier_learns_and_keeps_its_epsilon(tmp_path: Path) -> None:
+    trainer = build_trainer(
+        TRAINER, output_dir=tmp_path, seed=7, max_steps=32, val_check_interval=16, gradient_clip=1.0
+    )
+    task = ClassifierTask(tiny_config(), num_labels=2, adversarial_epsilon=0.2, optim=OPTIM)
+    fit_or_resume(trainer, task, SyntheticDataModule("classifier"))
+    (tested,) = trainer.test(task, datamodule=SyntheticDataModule("classifier"), verbose=False)
+    assert tested["test/accuracy"] > 0.8
+    reloaded = ClassifierTask.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
+    assert reloaded.adversarial_epsilon == 0.2
+
+
 # --- pretrained encoder, freezing -----------------------------------------------------------------
 
 

@@ -124,12 +124,22 @@ class _Stack(nn.Module):
             else nn.Identity()
         )
 
-    def embed(self, input_ids: Tensor, positions: Tensor, past: int = 0) -> Tensor:
+    def embed(
+        self,
+        input_ids: Tensor,
+        positions: Tensor,
+        past: int = 0,
+        embedding_perturbation: Tensor | None = None,
+    ) -> Tensor:
+        """embedding_perturbation: (B, T, d_model), added to the token embeddings (adversarial
+        training moves them along the loss gradient)."""
         if past + input_ids.size(1) > self.config.max_len:
             raise ValueError(
                 f"sequence length {past + input_ids.size(1)} exceeds max_len={self.config.max_len}"
             )
         x = self.embedding(input_ids)
+        if embedding_perturbation is not None:
+            x = x + embedding_perturbation
         if self.positional is not None:
             x = x + self.positional(positions)
         return self.dropout(x)
@@ -143,10 +153,15 @@ class Encoder(_Stack):
         self.layers = nn.ModuleList(EncoderLayer(config, self.rope) for _ in range(config.n_layers))
         init_weights(self, config.n_layers)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        embedding_perturbation: Tensor | None = None,
+    ) -> Tensor:
         mask = padding_mask_or_none(attention_mask)
         positions = positions_from_mask(mask, 0, input_ids.size(1), input_ids.device)
-        x = self.embed(input_ids, positions)
+        x = self.embed(input_ids, positions, embedding_perturbation=embedding_perturbation)
         for layer in self.layers:
             x = layer(x, mask, positions)
         return self.norm(x)

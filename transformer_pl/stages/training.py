@@ -333,6 +333,7 @@ def _classifier(params: Params, layout: Layout, config: Any) -> _Recipe:
             label_smoothing=settings.label_smoothing,
             freeze_encoder=settings.freeze_encoder,
             layer_lr_decay=settings.layer_lr_decay,
+            adversarial_epsilon=settings.adversarial_epsilon,
             optim=settings.optim,
         )
         if params.pretraining is not None:
