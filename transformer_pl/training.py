@@ -31,7 +31,7 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
 
 from transformer_pl.config import TrainerParams
 from transformer_pl.model import DecoderLayer, EncoderLayer
-from transformer_pl.precision import cpu_has_native_bf16
+from transformer_pl.precision import has_native_bf16
 from transformer_pl.tasks.throughput import TokenThroughput
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     if precision != "auto":
         return precision
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if accelerator in ("auto", "cpu") and cpu_has_native_bf16():
+        return "bf16-mixed" if has_native_bf16("cuda") else "16-mixed"
+    if accelerator in ("auto", "cpu") and has_native_bf16("cpu"):
         return "bf16-mixed"
     return "32-true"
 

@@ -16,10 +16,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from transformer_pl import training
+from transformer_pl import precision
 from transformer_pl.config import OptimParams, TrainerParams
 from transformer_pl.model import TransformerConfig
-from transformer_pl.precision import cpu_has_native_bf16
 from transformer_pl.tasks import (
     CausalLMTask,
     ClassifierTask,
@@ -449,13 +448,13 @@ def test_strategies_map_to_lightning_objects() -> None:
 def test_precision_auto_is_bf16_only_on_cpus_with_bf16_instructions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") == "32-true"
     assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"  # a profile may opt in
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert resolve_precision("auto", "cpu") == "bf16-mixed"
     assert resolve_precision("32-true", "cpu") == "32-true"
     monkeypatch.undo()
-    native = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+    native = "bf16-mixed" if precision.cpu_has_native_bf16() else "32-true"
     trainer = build_trainer(TRAINER, output_dir=tmp_path, seed=0)
     assert trainer.precision == native
