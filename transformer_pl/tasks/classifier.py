@@ -69,7 +69,7 @@ class ClassifierTask(TransformerTask):
     (see tasks/optim.py). adversarial_epsilon > 0: each training batch is also fitted with its
     token embeddings moved ε along the loss gradient (`adversarial_perturbation`), a
     regulariser aimed at the embedding, where a small labelled set overfits; the train loss is
-    then the sum of the clean and the adversarial loss, and a step costs ~2.3 plain ones.
+    then the sum of the clean and the adversarial loss, and a step costs ~2.4 plain ones.
     """
 
     task_name: ClassVar[TaskName] = "classify"
