@@ -259,6 +259,18 @@ class FinetuneParams(Section):
     optim: OptimParams = OptimParams(learning_rate=3e-4)
 
 
+# Finetune keys that only the classifier reads, and label smoothing, which a language model does
+# not use: set away from their defaults for another task, they would be silently ignored.
+TASK_ONLY_FINETUNE_KEYS: dict[str, tuple[str, ...]] = {
+    "pooling": ("classify",),
+    "classifier_dropout": ("classify",),
+    "freeze_encoder": ("classify",),
+    "layer_lr_decay": ("classify",),
+    "adversarial_epsilon": ("classify",),
+    "label_smoothing": ("classify", "translate"),
+}
+
+
 class EvaluateParams(Section):
     batch_size: int = Field(64, ge=1)
     calibration_bins: int = Field(15, ge=2)
@@ -353,6 +365,14 @@ class Params(Section):
                 f"'{self.dataset}' (task '{task}'); allowed: {allowed} "
                 "(or finetune.from_pretrained: false to train from scratch)"
             )
+        for key, tasks in TASK_ONLY_FINETUNE_KEYS.items():
+            value = getattr(self.finetune, key)
+            default = FinetuneParams.model_fields[key].default
+            if task not in tasks and value != default:
+                raise ValueError(
+                    f"finetune.{key} ({value!r}) applies to task(s) {', '.join(tasks)} only, and "
+                    f"dataset '{self.dataset}' is task '{task}': set it back to {default!r}"
+                )
         # Positions beyond max_len have no encoding: what a model reads at once must fit.
         longest = self.encode.block_size if task == "lm" else self.encode.max_length
         if longest > self.model.max_len:

@@ -133,6 +133,29 @@ def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(r
         parse_params(raw)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "profile"),
+    [
+        ("adversarial_epsilon", 1.0, "tiny-lm"),
+        ("pooling", "cls", "tiny-translate"),
+        ("freeze_encoder", True, "tiny-lm"),
+        ("layer_lr_decay", 0.8, "tiny-translate"),
+        ("classifier_dropout", 0.3, "tiny-lm"),
+        ("label_smoothing", 0.1, "tiny-lm"),
+    ],
+)
+def test_a_finetune_key_the_task_ignores_fails_at_load(raw, key, value, profile):
+    raw["finetune"][key] = value
+    with pytest.raises(ConfigError, match=rf"finetune\.{key} .*applies to task\(s\) .* only"):
+        parse_params(raw, profile)
+    assert getattr(parse_params(raw, "tiny").finetune, key) == value  # a classifier reads it
+
+
+def test_label_smoothing_is_read_by_translation_too(raw):
+    raw["finetune"]["label_smoothing"] = 0.1
+    assert parse_params(raw, "tiny-translate").finetune.label_smoothing == 0.1
+
+
 def test_what_a_model_reads_at_once_must_fit_its_positions(raw):
     raw["profiles"]["tiny-lm"]["encode"]["block_size"] = 1024
     with pytest.raises(ConfigError, match=r"encode\.block_size \(1024\) exceeds model\.max_len"):
