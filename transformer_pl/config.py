@@ -274,6 +274,8 @@ TASK_ONLY_FINETUNE_KEYS: dict[str, tuple[str, ...]] = {
 class EvaluateParams(Section):
     batch_size: int = Field(64, ge=1)
     calibration_bins: int = Field(15, ge=2)
+    # Classification: fit a temperature on val for the served probabilities (calibration.py).
+    calibrate: bool = True
     latency_examples: int = Field(64, ge=1)
     baseline_c_grid: list[float] = [0.25, 1.0, 4.0, 16.0]
     baseline_max_features: int | None = Field(None, gt=0)

@@ -8,9 +8,10 @@ A *bundle* is what training hands to the registry, a directory holding
                         may name its tokenizer separately; the registered copy always has one)
 
 For task "classify" the task's fields are `num_labels`, `label_names` (index = class id),
-`pooling` ("mean", "max", "mean_max" or "cls") and `max_length` (the longest input the model
+`pooling` ("mean", "max", "mean_max" or "cls"), `max_length` (the longest input the model
 was trained on, special tokens included; longer texts are read in windows of that length:
-`classify_texts`).
+`classify_texts`) and `temperature` (the calibration the served probabilities get,
+`transformer_pl.calibration`; 1 in a training bundle, the one evaluate fitted once registered).
 `save_classifier_bundle` writes this format and `load_classifier_bundle` reads it.
 Language-model ("clm") and translation ("translate") bundles are described, loaded and run by
 `transformer_pl.inference`; registering one adds its decoding defaults to its config.json.
@@ -55,6 +56,7 @@ from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from transformer_pl.calibration import apply_temperature
 from transformer_pl.config import DecodeParams
 from transformer_pl.data.tokenizer import CLS_ID, SEP_ID
 from transformer_pl.inference import (
@@ -107,6 +109,7 @@ class ClassifierBundleConfig:
     label_names: tuple[str, ...]
     pooling: Pooling = "mean"
     max_length: int = 256
+    temperature: float = 1.0
     task: Literal["classify"] = "classify"
 
     def __post_init__(self) -> None:
@@ -122,6 +125,8 @@ class ClassifierBundleConfig:
                 f"max_length must be in (2, model.max_len={self.model.max_len}], "
                 f"got {self.max_length}"
             )
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,13 +136,22 @@ class ClassifierBundleConfig:
             "label_names": list(self.label_names),
             "pooling": self.pooling,
             "max_length": self.max_length,
+            "temperature": self.temperature,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ClassifierBundleConfig:
         if data.get("task") != "classify":
             raise ValueError(f"not a classification bundle: task is {data.get('task')!r}")
-        expected = {"task", "model", "num_labels", "label_names", "pooling", "max_length"}
+        expected = {
+            "task",
+            "model",
+            "num_labels",
+            "label_names",
+            "pooling",
+            "max_length",
+            "temperature",
+        }
         if unknown := set(data) - expected:
             raise ValueError(f"unknown bundle config key(s): {sorted(unknown)}")
         return cls(
@@ -146,6 +160,7 @@ class ClassifierBundleConfig:
             label_names=tuple(data["label_names"]),
             pooling=data.get("pooling", "mean"),
             max_length=int(data.get("max_length", 256)),
+            temperature=float(data.get("temperature", 1.0)),
         )
 
 
@@ -240,7 +255,8 @@ def classify_texts(
     alone scored 88.16% (bench/RESULTS.md). Inputs are batched by length, each batch cut to its
     longest input: IMDB reviews padded to 512 tokens would otherwise cost nearly twice the work.
     Where the hardware has bf16 instructions the forward pass runs under bf16 autocast, ~1.5x
-    faster than fp32 (bench/RESULTS.md gives its effect on test accuracy).
+    faster than fp32 (bench/RESULTS.md gives its effect on test accuracy). Last, the bundle's
+    `temperature` calibrates the probabilities (`apply_temperature`).
     """
     room = config.max_length - 2
     pad_id = config.model.pad_token_id
@@ -264,13 +280,14 @@ def classify_texts(
         torch.zeros(len(texts), config.num_labels).index_add_(0, owner, input_probabilities)
         / windows_per_text
     )
-    label_ids = probabilities.argmax(dim=-1)
+    calibrated = apply_temperature(probabilities.numpy().astype("float64"), config.temperature)
+    label_ids = calibrated.argmax(axis=1)
     return pd.DataFrame(
         {
             "label": [config.label_names[i] for i in label_ids.tolist()],
-            "label_id": label_ids.numpy().astype("int64"),
+            "label_id": label_ids.astype("int64"),
             **{
-                f"{PROBABILITY_PREFIX}{name}": probabilities[:, i].numpy().astype("float64")
+                f"{PROBABILITY_PREFIX}{name}": calibrated[:, i]
                 for i, name in enumerate(config.label_names)
             },
         }

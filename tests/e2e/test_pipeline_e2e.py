@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
@@ -146,6 +147,9 @@ def test_tiny_run_beats_chance_beside_the_baseline(first_run: PipelineRun) -> No
     # What the user reads at the end of the run: the same numbers, side by side.
     assert re.search(r"(?m)^test_accuracy: \S+ \(baseline \S+\)$", first_run.stdout)
     assert "validation: passed" in first_run.stdout
+    # evaluate fitted a temperature on val and reports test calibration with and without it.
+    assert metrics["calibration_temperature"] > 0
+    assert 0 <= metrics["test_ece_uncalibrated"] <= 1 and metrics["test_log_loss_uncalibrated"] > 0
 
 
 def test_tiny_run_registers_champion_with_lineage(
@@ -172,6 +176,12 @@ def test_tiny_run_registers_champion_with_lineage(
     )
     assert tags["prefect.flow_run_id"] == register_run.data.tags["prefect.flow_run_id"]
     assert version.run_id == register_run.info.run_id
+    # The served model carries the temperature evaluate fitted.
+    logged_model = client.get_logged_model(version.source.removeprefix("models:/"))
+    artifacts = urlparse(logged_model.artifact_location).path
+    (config_file,) = Path(artifacts).rglob("bundle/config.json")
+    served = json.loads(config_file.read_text(encoding="utf-8"))
+    assert served["temperature"] == _metrics(root)["calibration_temperature"]
 
 
 def test_tiny_run_tracks_one_parent_run_with_a_nested_run_per_stage(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -19,6 +20,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from typer.testing import CliRunner
 
 from transformer_pl import precision
+from transformer_pl.calibration import apply_temperature
 from transformer_pl.cli import app
 from transformer_pl.config import DecodeParams, TokenizerParams
 from transformer_pl.data.tokenizer import CLS_ID, SEP_ID, train_tokenizer
@@ -38,6 +40,7 @@ from transformer_pl.registry import (
     load_champion,
     load_classifier_bundle,
     predict_texts,
+    read_classifier_config,
     register_model,
     registration_fingerprint,
     save_classifier_bundle,
@@ -311,6 +314,33 @@ def test_champion_pyfunc_predicts_the_in_process_models_softmax(
     pd.testing.assert_frame_equal(
         predict_texts(champion_name, texts[:2]), predictions.iloc[:2], rtol=1e-4, atol=1e-6
     )
+
+
+def test_a_registered_temperature_calibrates_what_the_model_serves(
+    bundle_dir: Path, tokenizer_path: Path, experiment_id: str, champion_name: str
+) -> None:
+    # register adds the temperature evaluate fitted; the training bundle itself has T = 1.
+    register(
+        bundle_dir,
+        tokenizer_path,
+        experiment_id,
+        model_name="calibrated",
+        accuracy=0.8,
+        data_hash="d1",
+        bundle_fields={"temperature": 2.5},
+    )
+    assert read_classifier_config(bundle_dir).temperature == 1.0
+    texts = [*SENTENCES, "wonderful " * 100]
+
+    calibrated = predict_texts("calibrated", texts)
+    uncalibrated = predict_texts(champion_name, texts)
+
+    expected = apply_temperature(uncalibrated[PROBABILITY_COLUMNS].to_numpy(), 2.5)
+    np.testing.assert_allclose(calibrated[PROBABILITY_COLUMNS].to_numpy(), expected, atol=1e-6)
+    assert calibrated["label"].tolist() == uncalibrated["label"].tolist()
+    # Softer: every top probability moves towards 1/n_classes.
+    top = uncalibrated[PROBABILITY_COLUMNS].to_numpy().max(axis=1)
+    assert (calibrated[PROBABILITY_COLUMNS].to_numpy().max(axis=1) < top).all()
 
 
 def test_cli_predict_prints_label_and_probabilities(champion_name: str) -> None:

@@ -65,6 +65,7 @@ def _classifier(
     import numpy as np
 
     from transformer_pl.baseline import fit_tfidf_baseline
+    from transformer_pl.calibration import apply_temperature, fit_temperature
     from transformer_pl.evaluation import (
         classification_report,
         measure_latency,
@@ -85,7 +86,27 @@ def _classifier(
     started = time.perf_counter()
     predictions = classify_texts(model, tokenizer, bundle, test_texts, settings.batch_size)
     predict_seconds = time.perf_counter() - started
-    probabilities = predictions[probability_columns].to_numpy()
+    raw_probabilities = predictions[probability_columns].to_numpy()
+    calibration: dict[str, float] = {"calibration_temperature": bundle.temperature}
+    probabilities = raw_probabilities
+    if settings.calibrate:
+        # Fitted on val, which training did not fit on; register serves the model with it.
+        val_probabilities = classify_texts(
+            model, tokenizer, bundle, frames["val"]["text"].tolist(), settings.batch_size
+        )[probability_columns].to_numpy()
+        temperature = fit_temperature(
+            frames["val"]["label"].to_numpy(dtype=np.int64), val_probabilities
+        )
+        probabilities = apply_temperature(raw_probabilities, temperature)
+        uncalibrated = classification_report(
+            y_true, raw_probabilities, label_names, settings.calibration_bins
+        )
+        calibration = {
+            "calibration_temperature": temperature,
+            "test_log_loss_uncalibrated": uncalibrated["log_loss"],
+            "test_ece_uncalibrated": uncalibrated["ece"],
+        }
+        predictions[probability_columns] = probabilities
     report = classification_report(y_true, probabilities, label_names, settings.calibration_bins)
     model_scalars, _ = split_scalars(report)
 
@@ -115,6 +136,7 @@ def _classifier(
         "baseline_val_accuracy": baseline.val_accuracy,
         "baseline_fit_seconds": round(baseline.fit_seconds, 2),
         "accuracy_minus_baseline": model_scalars["accuracy"] - baseline_scalars["accuracy"],
+        **calibration,
         "test_predict_seconds": round(predict_seconds, 2),
         **latency,
     }
@@ -303,7 +325,12 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
             {path: md5 for path, md5 in data_hashes.items() if path != EVALUATION_METRICS},
             params_subset(params, spec.params),
         ),
-        bundle_fields={"decoding": params.decode.model_dump()} if sequence_bundle else None,
+        # A classifier serves calibrated probabilities; generators decode as evaluate did.
+        bundle_fields=(
+            {"decoding": params.decode.model_dump()}
+            if sequence_bundle
+            else {"temperature": evaluation.get("calibration_temperature", 1.0)}
+        ),
     )
     summary = {"dataset": params.dataset, **asdict(decision)}
     write_json(layout / REGISTRATION_REPORT, summary)
@@ -328,6 +355,7 @@ STAGES: tuple[StageSpec, ...] = (
                 "transformer_pl/registry.py",
                 "transformer_pl/inference.py",
                 "transformer_pl/precision.py",
+                "transformer_pl/calibration.py",
             ),
         ),
         params=("dataset", *PROFILE_KEYS, "seed", "evaluate", "decode"),
@@ -341,7 +369,11 @@ STAGES: tuple[StageSpec, ...] = (
             Layout.FINETUNED,
             Layout.TOKENIZER,
             EVALUATION_METRICS,
-            *_code("transformer_pl/registry.py", "transformer_pl/inference.py"),
+            *_code(
+                "transformer_pl/registry.py",
+                "transformer_pl/inference.py",
+                "transformer_pl/calibration.py",
+            ),
         ),
         params=(
             "dataset",
