@@ -1,0 +1,59 @@
+"""The classification stage functions on a user's own CSV, up to evaluate: the temperature
+evaluate fits on val changes the reported calibration, never the accuracy, and
+`evaluate.calibrate: false` leaves the probabilities as the model gives them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from transformer_pl.calibration import TEMPERATURE_BOUNDS
+from transformer_pl.config import deep_merge, load_params
+from transformer_pl.stages import STAGES, Layout
+
+UNTIL_EVALUATE = [name for name in STAGES if name != "register"]
+
+
+def run_stages(root: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    params = load_params(root / "params.yaml")
+    return {name: STAGES[name].run(params, Layout(root)) for name in names}
+
+
+def set_calibrate(root: Path, calibrate: bool) -> None:
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    params["evaluate"]["calibrate"] = calibrate
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+
+def test_evaluate_calibrates_on_val_only_when_asked(
+    make_project, write_reviews, reviews_params, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(deep_merge(reviews_params, {"profile": "tiny"}))
+    write_reviews(root / "reviews" / "train.csv", 300, seed=0)
+    write_reviews(root / "reviews" / "test.csv", 100, seed=1)
+    monkeypatch.chdir(root)  # training keeps its scratch checkpoints under the working directory
+    set_calibrate(root, False)
+
+    raw = run_stages(root, UNTIL_EVALUATE)["evaluate"]
+
+    assert raw["calibration_temperature"] == 1.0
+    assert "test_ece_uncalibrated" not in raw and "test_log_loss_uncalibrated" not in raw
+    set_calibrate(root, True)
+
+    calibrated = run_stages(root, ["evaluate"])["evaluate"]
+
+    temperature = calibrated["calibration_temperature"]
+    assert TEMPERATURE_BOUNDS[0] <= temperature <= TEMPERATURE_BOUNDS[1] and temperature != 1.0
+    # The same model's raw figures, now reported beside the calibrated ones.
+    assert calibrated["test_ece_uncalibrated"] == pytest.approx(raw["test_ece"], abs=1e-6)
+    assert calibrated["test_log_loss_uncalibrated"] == pytest.approx(raw["test_log_loss"], abs=1e-6)
+    assert calibrated["test_log_loss"] != pytest.approx(raw["test_log_loss"], abs=1e-6)
+    for key in ("test_accuracy", "test_f1_macro", "test_roc_auc", "baseline_test_accuracy"):
+        assert calibrated[key] == pytest.approx(raw[key], abs=1e-9), key
+    written = json.loads((root / "metrics" / "evaluate.json").read_text(encoding="utf-8"))
+    assert written["calibration_temperature"] == temperature
