@@ -7,13 +7,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from transformer_pl.config import load_params
+from transformer_pl.stages import STAGES, Layout
 
 SST2_SLICE_ROWS = {"train.tsv": 500, "dev.tsv": 150}
 
 WriteSst2Slice = Callable[..., Path]
 MakeWorkspace = Callable[..., Path]
+RunStages = Callable[..., dict[str, dict[str, Any]]]
+
+
+@pytest.fixture
+def run_stages() -> RunStages:
+    """`run_stages(root, names, profile=None)`: the named stages' functions, in order, on the
+    project at `root` with its params.yaml (and `profile` overlaid); each stage's summary by
+    name."""
+
+    def run(root: Path, names: list[str], profile: str | None = None) -> dict[str, Any]:
+        params = load_params(root / "params.yaml", profile)
+        return {name: STAGES[name].run(params, Layout(root)) for name in names}
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from transformer_pl.calibration import TEMPERATURE_BOUNDS
-from transformer_pl.config import deep_merge, load_params
-from transformer_pl.stages import STAGES, Layout
+from transformer_pl.config import deep_merge
+from transformer_pl.stages import STAGES
 
 UNTIL_EVALUATE = [name for name in STAGES if name != "register"]
-
-
-def run_stages(root: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    params = load_params(root / "params.yaml")
-    return {name: STAGES[name].run(params, Layout(root)) for name in names}
 
 
 def set_calibrate(root: Path, calibrate: bool) -> None:
@@ -31,7 +25,7 @@ def set_calibrate(root: Path, calibrate: bool) -> None:
 
 
 def test_evaluate_calibrates_on_val_only_when_asked(
-    make_project, write_reviews, reviews_params, monkeypatch: pytest.MonkeyPatch
+    make_project, write_reviews, reviews_params, run_stages, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = make_project(deep_merge(reviews_params, {"profile": "tiny"}))
     write_reviews(root / "reviews" / "train.csv", 300, seed=0)

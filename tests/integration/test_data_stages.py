@@ -5,26 +5,20 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from transformer_pl.config import deep_merge, load_params
 from transformer_pl.data.datamodules import ClassificationDataModule, MaskedLMDataModule
-from transformer_pl.stages import STAGES, Layout, StageError
+from transformer_pl.stages import Layout, StageError
 from transformer_pl.stages.data import STAGES as DATA_STAGES
 
 DATA_STAGE_NAMES = [spec.name for spec in DATA_STAGES]
 
 
-def run_stages(root: Path, names: list[str], profile: str | None = None) -> dict[str, dict]:
-    params = load_params(root / "params.yaml", profile)
-    return {name: STAGES[name].run(params, Layout(root)) for name in names}
-
-
 def test_own_csv_runs_through_every_stage_by_editing_params_only(
-    make_project, write_reviews, reviews_params
+    make_project, write_reviews, reviews_params, run_stages
 ):
     root = make_project(reviews_params)
     write_reviews(root / "reviews" / "train.csv", 300, seed=0)
@@ -67,7 +61,9 @@ BAD_ROWS = [  # (raw CSV line, expected reason or None when kept)
 ]
 
 
-def test_bad_input_is_quarantined_with_its_reason_and_the_gate_stops(make_project, reviews_params):
+def test_bad_input_is_quarantined_with_its_reason_and_the_gate_stops(
+    make_project, reviews_params, run_stages
+):
     root = make_project(deep_merge(reviews_params, {"validate": {"min_rows_per_split": 1}}))
     folder = root / "reviews"
     folder.mkdir()
@@ -102,7 +98,7 @@ def test_bad_input_is_quarantined_with_its_reason_and_the_gate_stops(make_projec
     ],
 )
 def test_missing_file_or_column_stops_ingest_naming_it(
-    make_project, write_reviews, reviews_params, override, message
+    make_project, write_reviews, reviews_params, run_stages, override, message
 ):
     root = make_project(deep_merge(reviews_params, {"datasets": {"reviews": override}}))
     write_reviews(root / "reviews" / "train.csv", 10)
@@ -111,7 +107,7 @@ def test_missing_file_or_column_stops_ingest_naming_it(
         run_stages(root, ["ingest"])
 
 
-def test_tiny_profile_runs_the_imdb_data_path_in_seconds(make_project, shared_data):
+def test_tiny_profile_runs_the_imdb_data_path_in_seconds(make_project, shared_data, run_stages):
     root = make_project({"dataset": "imdb"})
     started = time.perf_counter()
     summaries = run_stages(root, DATA_STAGE_NAMES, profile="tiny")
@@ -142,7 +138,7 @@ SOURCE_ROWS = {
 
 @pytest.mark.parametrize("dataset", sorted(SOURCE_ROWS))
 def test_reference_datasets_ingest_whole_and_clean_within_bounds(
-    make_project, shared_data, dataset
+    make_project, shared_data, run_stages, dataset
 ):
     root = make_project({"dataset": dataset})
     summaries = run_stages(root, ["ingest", "clean"], profile="tiny")

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from transformer_pl.config import deep_merge, load_params
-from transformer_pl.stages import STAGES, Layout
+from transformer_pl.config import deep_merge
+from transformer_pl.stages import STAGES
 
 PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 UNTIL_EVALUATE = [name for name in STAGES if name != "register"]
@@ -24,11 +24,6 @@ def profile(name: str, **overrides: Any) -> dict[str, Any]:
     """A profile of params.yaml with `overrides` merged in, as base params (no overlay)."""
     raw = yaml.safe_load(PROJECT_PARAMS.read_text(encoding="utf-8"))
     return deep_merge(raw["profiles"][name], overrides)
-
-
-def run_stages(root: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    params = load_params(root / "params.yaml")
-    return {name: STAGES[name].run(params, Layout(root)) for name in names}
 
 
 def read_json(root: Path, relative: str) -> dict[str, Any]:
@@ -48,7 +43,7 @@ def in_project(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_language_model_is_pretrained_continued_scored_and_sampled(
-    make_project, in_project, shared_data: Path, tmp_path: Path
+    make_project, in_project, run_stages, shared_data: Path, tmp_path: Path
 ) -> None:
     corpus = tmp_path / "shakespeare"
     corpus.mkdir()
@@ -112,7 +107,7 @@ def write_parallel(folder: Path, source: Path, rows: dict[str, int]) -> Path:
 
 
 def test_translator_trains_without_pretraining_and_reports_bleu_with_signatures(
-    make_project, in_project, shared_data: Path, tmp_path: Path
+    make_project, in_project, run_stages, shared_data: Path, tmp_path: Path
 ) -> None:
     data = write_parallel(
         tmp_path / "multi30k", shared_data / "multi30k", {"train": 400, "val": 60, "test": 60}
