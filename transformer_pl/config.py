@@ -220,11 +220,11 @@ class OptimParams(Section):
 PretrainingObjective = Literal["mlm", "clm", "ppmi_svd"]
 
 # The pretraining objectives that fit each task's model, the first being what "auto" picks:
-# word vectors (PPMI + SVD, transformer_pl/word_vectors.py) for the classifier's token embedding
-# (the better start on a CPU budget, bench/RESULTS.md) or a masked-LM encoder; causal LM for a
-# language model; a translator is not pretrained.
+# a masked-LM encoder for a classifier, or only its token embedding from word vectors (PPMI +
+# SVD, transformer_pl/word_vectors.py); causal LM for a language model; a translator is not
+# pretrained.
 PRETRAINING_OBJECTIVES: dict[str, tuple[PretrainingObjective, ...]] = {
-    "classify": ("ppmi_svd", "mlm"),
+    "classify": ("mlm", "ppmi_svd"),
     "lm": ("clm",),
     "translate": (),
 }
@@ -236,6 +236,9 @@ class PretrainParams(Section):
     # that it fits.
     objective: Literal["auto", "mlm", "clm", "ppmi_svd"] = "auto"
     mask_probability: float = Field(0.15, gt=0, lt=1)
+    # mlm and clm: the language model's token embedding starts random or from the word vectors
+    # of ppmi_svd (computed first, ~1 minute on IMDB).
+    embedding_init: Literal["random", "ppmi_svd"] = "random"
     cooccurrence_window: int = Field(5, ge=1)  # ppmi_svd: tokens counted on each side
     batch_size: int = Field(32, ge=1)  # global: each of N processes takes 1/N of it
     max_steps: int = Field(1000, ge=1)

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from transformer_pl.calibration import TEMPERATURE_BOUNDS
 from transformer_pl.config import deep_merge
@@ -17,10 +19,10 @@ from transformer_pl.stages import STAGES
 UNTIL_EVALUATE = [name for name in STAGES if name != "register"]
 
 
-def set_calibrate(root: Path, calibrate: bool) -> None:
+def set_params(root: Path, overlay: dict) -> None:
+    """Merge `overlay` into the project's params.yaml."""
     path = root / "params.yaml"
-    params = yaml.safe_load(path.read_text(encoding="utf-8"))
-    params["evaluate"]["calibrate"] = calibrate
+    params = deep_merge(yaml.safe_load(path.read_text(encoding="utf-8")), overlay)
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
@@ -31,13 +33,13 @@ def test_evaluate_calibrates_on_val_only_when_asked(
     write_reviews(root / "reviews" / "train.csv", 300, seed=0)
     write_reviews(root / "reviews" / "test.csv", 100, seed=1)
     monkeypatch.chdir(root)  # training keeps its scratch checkpoints under the working directory
-    set_calibrate(root, False)
+    set_params(root, {"evaluate": {"calibrate": False}})
 
     raw = run_stages(root, UNTIL_EVALUATE)["evaluate"]
 
     assert raw["calibration_temperature"] == 1.0
     assert "test_ece_uncalibrated" not in raw and "test_log_loss_uncalibrated" not in raw
-    set_calibrate(root, True)
+    set_params(root, {"evaluate": {"calibrate": True}})
 
     calibrated = run_stages(root, ["evaluate"])["evaluate"]
 
@@ -51,3 +53,36 @@ def test_evaluate_calibrates_on_val_only_when_asked(
         assert calibrated[key] == pytest.approx(raw[key], abs=1e-9), key
     written = json.loads((root / "metrics" / "evaluate.json").read_text(encoding="utf-8"))
     assert written["calibration_temperature"] == temperature
+
+
+def test_masked_lm_pretraining_starts_from_the_word_vectors_when_asked(
+    make_project, write_reviews, reviews_params, run_stages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pretrain.embedding_init: ppmi_svd`: the masked LM's token embedding (and the tied output
+    projection) begins as the ppmi_svd objective's word vectors; `random` leaves it random."""
+    root = make_project(deep_merge(reviews_params, {"profile": "tiny"}))
+    write_reviews(root / "reviews" / "train.csv", 300, seed=0)
+    write_reviews(root / "reviews" / "test.csv", 100, seed=1)
+    monkeypatch.chdir(root)
+    weights = root / "models" / "pretrain" / "model.safetensors"
+    run_stages(root, ["ingest", "clean", "validate", "split", "tokenizer", "encode"])
+    set_params(root, {"pretrain": {"objective": "ppmi_svd"}})
+    run_stages(root, ["pretrain"])
+    word_vectors = load_file(weights)["encoder.embedding.weight"]
+    # A learning rate too small to move a weight: the export is where training started.
+    frozen = {"optim": {"learning_rate": 1e-12}}
+
+    set_params(root, {"pretrain": {"objective": "mlm", "embedding_init": "ppmi_svd", **frozen}})
+    summary = run_stages(root, ["pretrain"])["pretrain"]
+
+    started = load_file(weights)
+    torch.testing.assert_close(started["encoder.embedding.weight"], word_vectors)
+    torch.testing.assert_close(started["lm_head.weight"], word_vectors)
+    assert summary["embedding_init"] == "ppmi_svd" and summary["word_vectors_tokens"] > 0
+    set_params(root, {"pretrain": {"embedding_init": "random"}})
+
+    summary = run_stages(root, ["pretrain"])["pretrain"]
+
+    random_start = load_file(weights)["encoder.embedding.weight"]
+    assert summary["embedding_init"] == "random" and "word_vectors_tokens" not in summary
+    assert not torch.allclose(random_start, word_vectors, atol=1e-3)

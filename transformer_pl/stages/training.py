@@ -82,8 +82,10 @@ def _fit(
     trainer_options: dict[str, Any],
     out_dir: Path,
     export_metadata: dict[str, Any] | None = None,
+    extra_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fit (or resume) `task`, export the best weights into `out_dir`; returns the summary."""
+    """Fit (or resume) `task`, export the best weights into `out_dir`; returns the summary
+    (with `extra_summary`'s fields, what the caller did before fitting)."""
     import mlflow
 
     from transformer_pl.tracking import lightning_logger
@@ -118,6 +120,7 @@ def _fit(
         ),
         **_scalar_metrics(trainer, "val/"),
         **_scalar_metrics(trainer, "train/tokens"),
+        **(extra_summary or {}),
     }
     if trainer.is_global_zero:
         if out_dir.exists():
@@ -168,11 +171,29 @@ def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
             num_workers=params.trainer.num_workers,
         )
         task_class = CausalLMTask
+    start: dict[str, Any] = {"embedding_init": settings.embedding_init}
+    embedding = None
+    if settings.embedding_init == "ppmi_svd":
+        started = time.perf_counter()
+        embedding, statistics = _ppmi_svd_embedding(params, layout, meta, config)
+        start.update(
+            {f"word_vectors_{key}": value for key, value in statistics.items()},
+            word_vectors_seconds=round(time.perf_counter() - started, 1),
+        )
+
+    def build_task() -> Any:
+        task = task_class(config, optim=settings.optim)
+        if embedding is not None:
+            # In place: a tied LM head shares this tensor. Under DDP rank 0's copy is broadcast.
+            stack = task.model.encoder if objective == "mlm" else task.model.decoder
+            stack.embedding.weight.data.copy_(embedding)
+        return task
+
     return _fit(
         "pretrain",
         params,
         layout,
-        lambda: task_class(config, optim=settings.optim),
+        build_task,
         datamodule,
         {
             "max_steps": settings.max_steps,
@@ -182,29 +203,47 @@ def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
             "accumulate_grad_batches": settings.optim.accumulate_grad_batches,
         },
         out_dir,
+        extra_summary=start,
     )
 
 
 def _word_vectors(
     params: Params, layout: Layout, meta: dict[str, Any], config: Any, out_dir: Path
 ) -> dict[str, Any]:
-    """The ppmi_svd objective: the encoder's token embedding from co-occurrence statistics of
-    the pretraining text (transformer_pl/word_vectors.py). It writes `encoder.embedding.weight`
-    alone; finetune reports the other encoder weights as missing and initialises them."""
-    import datasets
-    import numpy as np
-    import torch
+    """The ppmi_svd objective: the encoder's token embedding alone (`_ppmi_svd_embedding`);
+    finetune reports the other encoder weights as missing and initialises them."""
     from safetensors.torch import save_file
-
-    from transformer_pl.data.encode import flat_token_ids
-    from transformer_pl.model.transformer import Encoder
-    from transformer_pl.word_vectors import cooccurrence_counts, positive_pmi, svd_embedding
 
     # Never resumed: it has no steps to resume, and reruns whole in minutes.
     summary: dict[str, Any] = {"dataset": params.dataset, "objective": "ppmi_svd", "resumed": False}
     if not is_global_zero():
         return summary  # a closed form on one CPU: other processes of a launch have no share
     started = time.perf_counter()
+    embedding, statistics = _ppmi_svd_embedding(params, layout, meta, config)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    save_file({"encoder.embedding.weight": embedding.contiguous()}, out_dir / "model.safetensors")
+    write_json(out_dir / "config.json", {"task": "ppmi_svd", "model": config.to_dict()})
+    summary.update(statistics, wall_seconds=round(time.perf_counter() - started, 1))
+    write_json(layout / f"{TRAINING_METRICS}/pretrain.json", summary)
+    return summary
+
+
+def _ppmi_svd_embedding(
+    params: Params, layout: Layout, meta: dict[str, Any], config: Any
+) -> tuple[Any, dict[str, Any]]:
+    """Token embedding (vocab_size, d_model) from co-occurrence statistics of the pretraining
+    text (transformer_pl/word_vectors.py), and their statistics. Deterministic for a seed, so
+    every process of a launch computes the same one."""
+    import datasets
+    import numpy as np
+    import torch
+
+    from transformer_pl.data.encode import flat_token_ids
+    from transformer_pl.model.transformer import Encoder
+    from transformer_pl.word_vectors import cooccurrence_counts, positive_pmi, svd_embedding
+
     pretraining = datasets.load_from_disk(str(layout / Layout.ENCODED / "pretrain"))
     token_ids, row_starts = flat_token_ids(pretraining.data.column("input_ids").combine_chunks())
     counts = cooccurrence_counts(
@@ -224,19 +263,12 @@ def _word_vectors(
     seen = torch.from_numpy(np.asarray(counts.sum(axis=1)).ravel() > 0)
     vectors = svd_embedding(ppmi, config.d_model, params.seed, float(embedding.std()))
     embedding[seen] = torch.from_numpy(vectors)[seen]
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    save_file({"encoder.embedding.weight": embedding.contiguous()}, out_dir / "model.safetensors")
-    write_json(out_dir / "config.json", {"task": "ppmi_svd", "model": config.to_dict()})
-    summary.update(
-        tokens=len(token_ids),
-        vocabulary_seen=round(float(seen.float().mean()), 6),
-        ppmi_nonzero=int(ppmi.nnz),
-        wall_seconds=round(time.perf_counter() - started, 1),
-    )
-    write_json(layout / f"{TRAINING_METRICS}/pretrain.json", summary)
-    return summary
+    statistics = {
+        "tokens": len(token_ids),
+        "vocabulary_seen": round(float(seen.float().mean()), 6),
+        "ppmi_nonzero": int(ppmi.nnz),
+    }
+    return embedding, statistics
 
 
 def _no_pretraining(params: Params) -> str:
