@@ -220,11 +220,11 @@ class OptimParams(Section):
 PretrainingObjective = Literal["mlm", "clm", "ppmi_svd"]
 
 # The pretraining objectives that fit each task's model, the first being what "auto" picks:
-# a masked-LM encoder for a classifier, or only its token embedding from word vectors (PPMI +
-# SVD, transformer_pl/word_vectors.py); causal LM for a language model; a translator is not
-# pretrained.
+# word vectors (PPMI + SVD, transformer_pl/word_vectors.py) for the classifier's token embedding
+# (the better start on a CPU budget, bench/RESULTS.md) or a masked-LM encoder; causal LM for a
+# language model; a translator is not pretrained.
 PRETRAINING_OBJECTIVES: dict[str, tuple[PretrainingObjective, ...]] = {
-    "classify": ("mlm", "ppmi_svd"),
+    "classify": ("ppmi_svd", "mlm"),
     "lm": ("clm",),
     "translate": (),
 }

@@ -99,7 +99,7 @@ def test_the_task_decides_pretraining_model_name_and_champion_metric(raw):
     imdb, lm, translate = (
         parse_params(raw, name) for name in ("tiny", "tiny-lm", "tiny-translate")
     )
-    assert (imdb.pretraining, imdb.model_name) == ("mlm", "transformer-pl-imdb")
+    assert (imdb.pretraining, imdb.model_name) == ("ppmi_svd", "transformer-pl-imdb")
     assert imdb.registration_metric == ("test_accuracy", True)
     assert lm.dataset_spec.task == "lm" and lm.registration_metric == ("test_perplexity", False)
     # A translation model per direction: de→en and en→de scores do not compare.
@@ -123,10 +123,11 @@ def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(r
     raw["dataset"], raw["finetune"]["from_pretrained"] = "multi30k", True
     raw["pretrain"]["objective"] = "auto"
     assert parse_params(raw).pretraining is None  # a translator is not pretrained
-    raw["dataset"] = "imdb"  # a classifier: a masked-LM encoder, unless word vectors are named
+    raw["dataset"] = "imdb"  # a classifier: word vectors, unless a masked-LM encoder is named
+    assert parse_params(raw).pretraining == "ppmi_svd"
+    raw["pretrain"]["objective"] = "mlm"
     assert parse_params(raw).pretraining == "mlm"
     raw["pretrain"]["objective"] = "ppmi_svd"
-    assert parse_params(raw).pretraining == "ppmi_svd"
     raw["dataset"] = "wikitext-2"
     with pytest.raises(ConfigError, match=r"objective 'ppmi_svd'.*allowed: 'auto', 'clm'"):
         parse_params(raw)
