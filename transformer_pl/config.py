@@ -236,8 +236,8 @@ class PretrainParams(Section):
     # that it fits.
     objective: Literal["auto", "mlm", "clm", "ppmi_svd"] = "auto"
     mask_probability: float = Field(0.15, gt=0, lt=1)
-    # mlm and clm: the language model's token embedding starts random or from the word vectors
-    # of ppmi_svd (computed first, ~1 minute on IMDB).
+    # mlm (a classifier's pretraining): the token embedding starts random or from the word
+    # vectors of ppmi_svd, computed first from the same text (~1 minute on IMDB).
     embedding_init: Literal["random", "ppmi_svd"] = "random"
     cooccurrence_window: int = Field(5, ge=1)  # ppmi_svd: tokens counted on each side
     batch_size: int = Field(32, ge=1)  # global: each of N processes takes 1/N of it
@@ -369,6 +369,16 @@ class Params(Section):
                 f"pretrain.objective '{self.pretrain.objective}' does not fit dataset "
                 f"'{self.dataset}' (task '{task}'); allowed: {allowed} "
                 "(or finetune.from_pretrained: false to train from scratch)"
+            )
+        if (
+            self.pretraining_enabled
+            and self.pretrain.embedding_init != "random"
+            and task != "classify"
+        ):
+            raise ValueError(
+                f"pretrain.embedding_init '{self.pretrain.embedding_init}' starts a masked LM "
+                f"from word vectors of a classification dataset's pretraining text; dataset "
+                f"'{self.dataset}' is task '{task}': set it to 'random'"
             )
         for key, tasks in TASK_ONLY_FINETUNE_KEYS.items():
             value = getattr(self.finetune, key)

@@ -131,6 +131,10 @@ def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(r
     raw["dataset"] = "wikitext-2"
     with pytest.raises(ConfigError, match=r"objective 'ppmi_svd'.*allowed: 'auto', 'clm'"):
         parse_params(raw)
+    raw["pretrain"]["objective"] = "auto"
+    raw["pretrain"]["embedding_init"] = "ppmi_svd"  # word vectors start only a masked LM
+    with pytest.raises(ConfigError, match=r"pretrain\.embedding_init 'ppmi_svd'.*'random'"):
+        parse_params(raw)
 
 
 @pytest.mark.parametrize(

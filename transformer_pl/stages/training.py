@@ -185,8 +185,7 @@ def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
         task = task_class(config, optim=settings.optim)
         if embedding is not None:
             # In place: a tied LM head shares this tensor. Under DDP rank 0's copy is broadcast.
-            stack = task.model.encoder if objective == "mlm" else task.model.decoder
-            stack.embedding.weight.data.copy_(embedding)
+            task.model.encoder.embedding.weight.data.copy_(embedding)
         return task
 
     return _fit(
