@@ -125,6 +125,24 @@ def make_workspace(tmp_path_factory: pytest.TempPathFactory) -> MakeWorkspace:
 
 
 MakeProject = Callable[..., Path]
+# What `update_params` merges: a mapping, or a function of the current params that returns one.
+ParamsOverlay = Mapping[str, Any] | Callable[[dict[str, Any]], Mapping[str, Any]]
+UpdateParams = Callable[[Path, ParamsOverlay], dict[str, Any]]
+
+
+def _update_params(root: Path, overlay: ParamsOverlay) -> dict[str, Any]:
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    params = deep_merge(params, overlay(params) if callable(overlay) else overlay)
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return params
+
+
+@pytest.fixture(scope="session")
+def update_params() -> UpdateParams:
+    """`update_params(root, overlay)`: merge `overlay` into root/params.yaml (nested mappings key
+    by key, anything else replaced whole); returns the params written."""
+    return _update_params
 
 
 @pytest.fixture
@@ -135,9 +153,8 @@ def make_project(tmp_path: Path) -> MakeProject:
     def make(overrides: Mapping[str, Any] | None = None, name: str = "project") -> Path:
         root = tmp_path / name
         root.mkdir()
-        params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
-        params = deep_merge(params, overrides or {})
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+        shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
+        _update_params(root, overrides or {})
         return root
 
     return make

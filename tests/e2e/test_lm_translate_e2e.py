@@ -24,14 +24,14 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 from mlflow import MlflowClient
 
-from transformer_pl.config import deep_merge, load_params
+from transformer_pl.config import load_params
 
 pytestmark = pytest.mark.slow
 
 MakeE2eWorkspace = Callable[..., Any]  # conftest.py: e2e_workspace(name, ...)
+UpdateParams = Callable[..., dict[str, Any]]  # conftest.py
 ProfileRun = Any  # conftest.PipelineRun
 # The overfit check: the first pairs of Multi30k's train split as train, val and test; held-out
 # pairs are not dropped as leakage, and the profile's model trains for more epochs on them.
@@ -64,15 +64,17 @@ def _write_overfit_pairs(multi30k: Path, folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def translate_run(
-    e2e_workspace: MakeE2eWorkspace, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+    e2e_workspace: MakeE2eWorkspace,
+    update_params: UpdateParams,
+    shared_data: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> ProfileRun:
     pairs = _write_overfit_pairs(shared_data / "multi30k", tmp_path_factory.mktemp("pairs") / "p")
     workspace = e2e_workspace("tiny-translate")
-    params_file = workspace.root / "params.yaml"
-    params = yaml.safe_load(params_file.read_text(encoding="utf-8"))
-    params["datasets"]["multi30k"]["path"] = str(pairs)
-    params["profiles"]["tiny-translate"] = deep_merge(params["profiles"]["tiny-translate"], OVERFIT)
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    update_params(
+        workspace.root,
+        {"datasets": {"multi30k": {"path": str(pairs)}}, "profiles": {"tiny-translate": OVERFIT}},
+    )
     workspace.git("commit", "--quiet", "--all", "-m", "overfit check")
     return workspace.run_pipeline("tiny-translate")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from transformer_pl.calibration import TEMPERATURE_BOUNDS
@@ -19,27 +18,30 @@ from transformer_pl.stages import STAGES
 UNTIL_EVALUATE = [name for name in STAGES if name != "register"]
 
 
-def set_params(root: Path, overlay: dict) -> None:
-    """Merge `overlay` into the project's params.yaml."""
-    path = root / "params.yaml"
-    params = deep_merge(yaml.safe_load(path.read_text(encoding="utf-8")), overlay)
-    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-
-
-def test_evaluate_calibrates_on_val_only_when_asked(
-    make_project, write_reviews, reviews_params, run_stages, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def reviews_project(
+    make_project, write_reviews, reviews_params, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A tiny-profile project on a user's CSV reviews (300 train, 100 test), as the working
+    directory: training keeps its scratch checkpoints under it."""
     root = make_project(deep_merge(reviews_params, {"profile": "tiny"}))
     write_reviews(root / "reviews" / "train.csv", 300, seed=0)
     write_reviews(root / "reviews" / "test.csv", 100, seed=1)
-    monkeypatch.chdir(root)  # training keeps its scratch checkpoints under the working directory
-    set_params(root, {"evaluate": {"calibrate": False}})
+    monkeypatch.chdir(root)
+    return root
+
+
+def test_evaluate_calibrates_on_val_only_when_asked(
+    reviews_project: Path, update_params, run_stages
+) -> None:
+    root = reviews_project
+    update_params(root, {"evaluate": {"calibrate": False}})
 
     raw = run_stages(root, UNTIL_EVALUATE)["evaluate"]
 
     assert raw["calibration_temperature"] == 1.0
     assert "test_ece_uncalibrated" not in raw and "test_log_loss_uncalibrated" not in raw
-    set_params(root, {"evaluate": {"calibrate": True}})
+    update_params(root, {"evaluate": {"calibrate": True}})
 
     calibrated = run_stages(root, ["evaluate"])["evaluate"]
 
@@ -56,30 +58,27 @@ def test_evaluate_calibrates_on_val_only_when_asked(
 
 
 def test_masked_lm_pretraining_starts_from_the_word_vectors_when_asked(
-    make_project, write_reviews, reviews_params, run_stages, monkeypatch: pytest.MonkeyPatch
+    reviews_project: Path, update_params, run_stages
 ) -> None:
     """`pretrain.embedding_init: ppmi_svd`: the masked LM's token embedding (and the tied output
     projection) begins as the ppmi_svd objective's word vectors; `random` leaves it random."""
-    root = make_project(deep_merge(reviews_params, {"profile": "tiny"}))
-    write_reviews(root / "reviews" / "train.csv", 300, seed=0)
-    write_reviews(root / "reviews" / "test.csv", 100, seed=1)
-    monkeypatch.chdir(root)
+    root = reviews_project
     weights = root / "models" / "pretrain" / "model.safetensors"
     run_stages(root, ["ingest", "clean", "validate", "split", "tokenizer", "encode"])
-    set_params(root, {"pretrain": {"objective": "ppmi_svd"}})
+    update_params(root, {"pretrain": {"objective": "ppmi_svd"}})
     run_stages(root, ["pretrain"])
     word_vectors = load_file(weights)["encoder.embedding.weight"]
     # A learning rate too small to move a weight: the export is where training started.
     frozen = {"optim": {"learning_rate": 1e-12}}
 
-    set_params(root, {"pretrain": {"objective": "mlm", "embedding_init": "ppmi_svd", **frozen}})
+    update_params(root, {"pretrain": {"objective": "mlm", "embedding_init": "ppmi_svd", **frozen}})
     summary = run_stages(root, ["pretrain"])["pretrain"]
 
     started = load_file(weights)
     torch.testing.assert_close(started["encoder.embedding.weight"], word_vectors)
     torch.testing.assert_close(started["lm_head.weight"], word_vectors)
     assert summary["embedding_init"] == "ppmi_svd" and summary["word_vectors_tokens"] > 0
-    set_params(root, {"pretrain": {"embedding_init": "random"}})
+    update_params(root, {"pretrain": {"embedding_init": "random"}})
 
     summary = run_stages(root, ["pretrain"])["pretrain"]
 

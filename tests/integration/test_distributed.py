@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch.distributed
@@ -40,6 +41,7 @@ from transformer_pl.stages.training import TRAINING_METRICS
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 MakeWorkspace = Callable[[str], Path]  # conftest.py
+UpdateParams = Callable[..., dict[str, Any]]  # conftest.py
 
 VENV_BIN = Path(sys.executable).parent
 AUDIT_HOOK_DIR = Path(__file__).parent / "write_audit"
@@ -75,17 +77,23 @@ RUN_ID_DIR = re.compile(r"^(mlartifacts/[^/]+/)[0-9a-f]{32}/")
 
 
 @pytest.fixture(scope="module")
-def data_workspace(make_workspace: MakeWorkspace) -> Path:
+def data_workspace(make_workspace: MakeWorkspace, update_params: UpdateParams) -> Path:
     """A workspace (SST-2 slice) with the two profiles, the data stages' outputs and an empty
     MLflow store (created once: its schema migrations take seconds). Each run gets a copy, so
     runs see neither each other's outputs nor each other's MLflow runs."""
     root = make_workspace("distributed")
-    params_file = root / "params.yaml"
-    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
-    for name, overlay in OVERLAYS.items():
-        raw["profiles"][name] = deep_merge(raw["profiles"]["tiny"], deep_merge(overlay, ALL_RUNS))
-    params_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    params = load_params(params_file, ONE_PROCESS)
+
+    def two_profiles(params: dict[str, Any]) -> dict[str, Any]:
+        tiny = params["profiles"]["tiny"]
+        return {
+            "profiles": {
+                name: deep_merge(tiny, deep_merge(overlay, ALL_RUNS))
+                for name, overlay in OVERLAYS.items()
+            }
+        }
+
+    update_params(root, two_profiles)
+    params = load_params(root / "params.yaml", ONE_PROCESS)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         for name in DATA_STAGES:

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import yaml
 
-from transformer_pl.config import deep_merge
 from transformer_pl.stages import STAGES, StageSpec
 from transformer_pl.stages.data import STAGES as DATA_STAGES
 
@@ -60,10 +59,9 @@ def test_dvc_yaml_has_no_stage_the_code_does_not_declare():
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_dvc_repro_skips_what_is_unchanged_and_reruns_what_a_param_change_touches(
-    tmp_path, write_reviews, reviews_params
+    tmp_path, make_project, update_params, write_reviews, reviews_params
 ):
-    project = tmp_path / "project"
-    project.mkdir()
+    project = make_project({**reviews_params, "profile": "tiny"})
     # What DVC hashes: dvc.yaml, params.yaml and the code the stages list as deps.
     shutil.copy(PROJECT_ROOT / "dvc.yaml", project)
     shutil.copytree(
@@ -76,9 +74,6 @@ def test_dvc_repro_skips_what_is_unchanged_and_reruns_what_a_param_change_touche
         project / "transformer_pl",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params = deep_merge(params, {**reviews_params, "profile": "tiny"})
-    write_params(project, params)
     write_reviews(project / "reviews" / "train.csv", 200, seed=0)
     write_reviews(project / "reviews" / "test.csv", 60, seed=1)
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
@@ -104,8 +99,8 @@ def test_dvc_repro_skips_what_is_unchanged_and_reruns_what_a_param_change_touche
 
     assert repro() == data_stages
     assert repro() == []
-    params["clean"]["lowercase"] = True  # changes the cleaned text, so everything after reruns
-    write_params(project, params)
+    # Changes the cleaned text, so everything after it reruns.
+    update_params(project, {"clean": {"lowercase": True}})
     assert repro() == data_stages[1:]
     status = subprocess.run(  # the data stages and their upstream; training has not run here
         [str(VENV_BIN / "dvc"), "status", data_stages[-1]],
@@ -116,7 +111,3 @@ def test_dvc_repro_skips_what_is_unchanged_and_reruns_what_a_param_change_touche
         check=True,
     )
     assert "up to date" in status.stdout
-
-
-def write_params(project: Path, params: dict[str, Any]) -> None:
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

@@ -35,19 +35,7 @@ PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 MakeWorkspace = Callable[[str], Path]  # fixtures of conftest.py
 WriteSst2Slice = Callable[..., Path]
-
-
-def _edit_params(project: Path, **changes: Any) -> None:
-    """Set dotted keys in the project's params.yaml."""
-    path = project / "params.yaml"
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split(".")
-        section = raw
-        for part in parents:
-            section = section.setdefault(part, {})
-        section[leaf] = value
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+UpdateParams = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
@@ -171,10 +159,14 @@ def test_deleted_output_reruns_its_stage(project: Path, first_run: State) -> Non
     _assert_dvc_clean(project, flows.group_stages("data"))
 
 
-def test_changed_clean_param_reruns_from_clean_on(project: Path, first_run: State) -> None:
-    profiles = yaml.safe_load((project / "params.yaml").read_text())["profiles"]
-    smaller = profiles["tiny"]["clean"]["max_rows_per_split"] // 2
-    _edit_params(project, **{"profiles.tiny.clean.max_rows_per_split": smaller})
+def test_changed_clean_param_reruns_from_clean_on(
+    project: Path, first_run: State, update_params: UpdateParams
+) -> None:
+    def halve_tiny_rows(params: dict[str, Any]) -> dict[str, Any]:
+        smaller = params["profiles"]["tiny"]["clean"]["max_rows_per_split"] // 2
+        return {"profiles": {"tiny": {"clean": {"max_rows_per_split": smaller}}}}
+
+    update_params(project, halve_tiny_rows)
     rerun = flows.data_flow(profile="tiny", return_state=True)
     states = _stage_states(rerun)
     assert states.pop("ingest") == "Cached"
@@ -183,12 +175,15 @@ def test_changed_clean_param_reruns_from_clean_on(project: Path, first_run: Stat
 
 
 def test_unknown_labels_fail_the_flow_at_validation(
-    project: Path, first_run: State, write_sst2_slice: WriteSst2Slice
+    project: Path,
+    first_run: State,
+    write_sst2_slice: WriteSst2Slice,
+    update_params: UpdateParams,
 ) -> None:
     # A third of the rows carry an unknown label: clean quarantines them, and the quarantined
     # fraction breaks validation's limit.
     bad_source = write_sst2_slice(project.parent / "sst2-unknown-labels", unknown_label_every=3)
-    _edit_params(project, **{"datasets.sst2.path": str(bad_source)})
+    update_params(project, {"datasets": {"sst2": {"path": str(bad_source)}}})
     failed = flows.data_flow(profile="tiny", return_state=True)
 
     assert failed.is_failed()
