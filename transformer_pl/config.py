@@ -370,15 +370,13 @@ class Params(Section):
                 f"'{self.dataset}' (task '{task}'); allowed: {allowed} "
                 "(or finetune.from_pretrained: false to train from scratch)"
             )
-        if (
-            self.pretraining_enabled
-            and self.pretrain.embedding_init != "random"
-            and task != "classify"
-        ):
+        objective = self.pretraining
+        if self.pretrain.embedding_init != "random" and objective not in (None, "mlm"):
             raise ValueError(
                 f"pretrain.embedding_init '{self.pretrain.embedding_init}' starts a masked LM "
-                f"from word vectors of a classification dataset's pretraining text; dataset "
-                f"'{self.dataset}' is task '{task}': set it to 'random'"
+                f"(objective 'mlm', classification datasets) from word vectors; here the "
+                f"objective is '{objective}' (dataset '{self.dataset}', task '{task}'): set it "
+                "to 'random'"
             )
         for key, tasks in TASK_ONLY_FINETUNE_KEYS.items():
             value = getattr(self.finetune, key)

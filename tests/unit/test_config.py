@@ -133,8 +133,15 @@ def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(r
         parse_params(raw)
     raw["pretrain"]["objective"] = "auto"
     raw["pretrain"]["embedding_init"] = "ppmi_svd"  # word vectors start only a masked LM
-    with pytest.raises(ConfigError, match=r"pretrain\.embedding_init 'ppmi_svd'.*'random'"):
+    with pytest.raises(ConfigError, match=r"pretrain\.embedding_init 'ppmi_svd'.*'clm'.*'random'"):
         parse_params(raw)
+    raw["dataset"] = "imdb"  # auto: the word vectors are the pretraining, not a start
+    with pytest.raises(ConfigError, match=r"embedding_init 'ppmi_svd'.*'ppmi_svd'.*'random'"):
+        parse_params(raw)
+    raw["pretrain"]["objective"] = "mlm"
+    assert parse_params(raw).pretrain.embedding_init == "ppmi_svd"
+    raw["finetune"]["from_pretrained"] = False  # nothing is pretrained: the start is moot
+    assert parse_params(raw).pretraining is None
 
 
 @pytest.mark.parametrize(
