@@ -247,6 +247,21 @@ class PretrainParams(Section):
     optim: OptimParams = OptimParams(learning_rate=7e-4)
 
 
+class TeacherParams(Section):
+    """finetune.teacher (classification): distil a bag-of-n-grams teacher through the dataset's
+    unlabeled split (transformer_pl/ngram_teacher.py)."""
+
+    # none: the classifier fits the train split's labels alone. ngram_bag: a linear bag of
+    # tokens and hashed token bigrams is fitted on them first, and the classifier fits the
+    # train split's labels and the teacher's class probabilities for every unlabeled text.
+    # auto: ngram_bag for a classification dataset with an unlabeled split, else none.
+    kind: Literal["auto", "none", "ngram_bag"] = "auto"
+    buckets: int = Field(2**21, ge=1)  # hashed bigram rows
+    epochs: int = Field(6, ge=1)  # the teacher keeps its best epoch on val
+    learning_rate: float = Field(0.1, gt=0)
+    batch_size: int = Field(32, ge=1)
+
+
 class FinetuneParams(Section):
     from_pretrained: bool = True
     pooling: Literal["mean", "max", "mean_max", "cls"] = "mean"
@@ -259,6 +274,7 @@ class FinetuneParams(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     adversarial_epsilon: float = Field(0.0, ge=0)
     early_stopping_patience: int = Field(3, ge=1)
+    teacher: TeacherParams = TeacherParams()
     optim: OptimParams = OptimParams(learning_rate=3e-4)
 
 
@@ -270,6 +286,7 @@ TASK_ONLY_FINETUNE_KEYS: dict[str, tuple[str, ...]] = {
     "freeze_encoder": ("classify",),
     "layer_lr_decay": ("classify",),
     "adversarial_epsilon": ("classify",),
+    "teacher": ("classify",),
     "label_smoothing": ("classify", "translate"),
 }
 
@@ -386,6 +403,13 @@ class Params(Section):
                     f"finetune.{key} ({value!r}) applies to task(s) {', '.join(tasks)} only, and "
                     f"dataset '{self.dataset}' is task '{task}': set it back to {default!r}"
                 )
+        splits = self.dataset_spec.splits
+        if self.finetune.teacher.kind == "ngram_bag" and "unlabeled" not in splits:
+            raise ValueError(
+                f"finetune.teacher.kind '{self.finetune.teacher.kind}' labels the dataset's "
+                f"unlabeled split, and dataset '{self.dataset}' has none (splits: "
+                f"{', '.join(splits)}): add one or set it to 'none'"
+            )
         # Positions beyond max_len have no encoding: what a model reads at once must fit.
         longest = self.encode.block_size if task == "lm" else self.encode.max_length
         if longest > self.model.max_len:
@@ -427,6 +451,15 @@ class Params(Section):
         if not self.pretraining_enabled or not fitting:
             return None
         return fitting[0] if self.pretrain.objective == "auto" else self.pretrain.objective
+
+    @property
+    def teacher(self) -> Literal["ngram_bag"] | None:
+        """The teacher finetune distils through the unlabeled split; None when there is none."""
+        kind = self.finetune.teacher.kind
+        if kind == "auto":
+            fits = self.dataset_spec.task == "classify" and "unlabeled" in self.dataset_spec.splits
+            return "ngram_bag" if fits else None
+        return None if kind == "none" else kind
 
     @property
     def model_name(self) -> str:

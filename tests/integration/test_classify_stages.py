@@ -85,3 +85,30 @@ def test_masked_lm_pretraining_starts_from_the_word_vectors_when_asked(
     random_start = load_file(weights)["encoder.embedding.weight"]
     assert summary["embedding_init"] == "random" and "word_vectors_tokens" not in summary
     assert not torch.allclose(random_start, word_vectors, atol=1e-3)
+
+
+def test_finetune_distils_a_bag_of_ngrams_teacher_through_the_unlabeled_split(
+    reviews_project: Path, update_params, write_reviews, run_stages
+) -> None:
+    """`finetune.teacher.kind: ngram_bag`: the teacher fits the train labels, and the classifier
+    trains on the train rows and every unlabeled row, each labelled with its probabilities."""
+    root = reviews_project
+    write_reviews(root / "reviews" / "unlabeled.csv", 200, seed=2)
+    update_params(
+        root,
+        {
+            "datasets": {"reviews": {"splits": {"unlabeled": "unlabeled.csv"}}},
+            "finetune": {"teacher": {"kind": "ngram_bag", "buckets": 4096}},
+        },
+    )
+
+    summary = run_stages(root, UNTIL_EVALUATE[: UNTIL_EVALUATE.index("finetune") + 1])
+
+    meta = json.loads((root / "data/processed/encoded/meta.json").read_text(encoding="utf-8"))
+    rows = {split: meta["splits"][split]["rows"] for split in ("train", "unlabeled")}
+    finetuned = summary["finetune"]
+    assert finetuned["teacher"] == "ngram_bag" and finetuned["distilled_rows"] == rows["unlabeled"]
+    # Synthetic reviews whose label words decide them: a linear bag of tokens finds them.
+    assert finetuned["teacher_val_accuracy"] >= 0.9 and finetuned["teacher_mean_confidence"] > 0.6
+    batches_per_epoch = -(-(rows["train"] + rows["unlabeled"]) // 16)  # the tiny profile's batch
+    assert finetuned["global_step"] == batches_per_epoch * finetuned["epochs"]

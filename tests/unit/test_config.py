@@ -162,6 +162,25 @@ def test_a_finetune_key_the_task_ignores_fails_at_load(raw, key, value, profile)
     assert getattr(parse_params(raw, "tiny").finetune, key) == value  # a classifier reads it
 
 
+def test_a_finetune_teacher_needs_a_classifier_and_unlabeled_text(raw):
+    raw["finetune"]["teacher"] = {"kind": "auto"}
+    assert parse_params(raw, "tiny").teacher == "ngram_bag"  # IMDB has 50k unlabeled reviews
+    assert parse_params(raw, "tiny-lm").teacher is None
+    raw["dataset"] = "sst2"
+    assert parse_params(raw).teacher is None  # no unlabeled split
+    raw["finetune"]["teacher"] = {"kind": "ngram_bag"}  # named: it must fit
+    with pytest.raises(ConfigError, match=r"teacher\.kind 'ngram_bag' .*'sst2' has none"):
+        parse_params(raw)
+    raw["dataset"] = "imdb"
+    with pytest.raises(ConfigError, match=r"finetune\.teacher .*applies to task\(s\) classify"):
+        parse_params(raw, "tiny-lm")
+    raw["finetune"]["teacher"] = {"kind": "none"}
+    assert parse_params(raw, "tiny").teacher is None
+    raw["finetune"]["teacher"] = {"kind": "bigram"}
+    with pytest.raises(ConfigError, match=r"teacher\.kind.*'auto'.*'none'.*'ngram_bag'"):
+        parse_params(raw)
+
+
 def test_label_smoothing_is_read_by_translation_too(raw):
     raw["finetune"]["label_smoothing"] = 0.1
     assert parse_params(raw, "tiny-translate").finetune.label_smoothing == 0.1

@@ -318,9 +318,14 @@ class CausalLMDataModule(_EncodedDataModule):
 
 class ClassificationDataModule(_EncodedDataModule):
     """Training batches come from a `LengthBucketSampler` (dynamic padding to the batch's
-    longest sequence); val/test keep the split's order."""
+    longest sequence); val/test keep the split's order.
+
+    `train_dataset`, when set before training, replaces the encoded train split: rows with
+    `targets`, a probability per class that the loss fits instead of `label` (distillation,
+    stages/training.py); batches then carry them as `targets`."""
 
     columns = ("input_ids", "label")
+    train_dataset: datasets.Dataset | None = None
 
     def __init__(
         self,
@@ -334,6 +339,12 @@ class ClassificationDataModule(_EncodedDataModule):
         super().__init__(encoded_dir, batch_size, seed, splits, num_workers)
         self.bucket_chunk_batches = bucket_chunk_batches
 
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None and self.train_split not in self.datasets:
+            columns = [*self.columns, "targets"]
+            self.datasets[self.train_split] = self.train_dataset.with_format("torch", columns=columns)
+        super().setup(stage)
+
     def train_dataloader(self) -> DataLoader:
         self.setup()
         dataset = self.datasets[self.train_split]
@@ -346,7 +357,10 @@ class ClassificationDataModule(_EncodedDataModule):
     def collate(self, examples: list[Example]) -> Batch:
         ids = pad([example["input_ids"] for example in examples])
         labels = torch.stack([example["label"] for example in examples])
-        return {"input_ids": ids, "attention_mask": real_tokens(ids), "labels": labels}
+        batch = {"input_ids": ids, "attention_mask": real_tokens(ids), "labels": labels}
+        if "targets" in examples[0]:
+            batch["targets"] = torch.stack([example["targets"] for example in examples])
+        return batch
 
 
 class Seq2SeqDataModule(_EncodedDataModule):

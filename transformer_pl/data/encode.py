@@ -1,6 +1,8 @@
 """Encode: token ids as Arrow datasets, one `save_to_disk` folder per split, plus `meta.json`.
 
     classify   train, val, test          input_ids ([CLS] … [SEP], at most max_length), label
+               unlabeled                 input_ids as above, no label (when the dataset has
+                                         one: what a finetune teacher labels)
                pretrain, pretrain_val    input_ids: packed blocks of train + unlabeled text / of
                                          val text, for masked-LM pretraining
     lm         train, val, test          input_ids: packed blocks
@@ -70,8 +72,9 @@ def encode_splits(
     else:
         ids = {split: encoder.token_ids(frame, split) for split, frame in frames.items()}
         if spec.task == "classify":
-            for split in ("train", "val", "test"):
-                encoded[split] = encoder.classification(ids[split], split)
+            for split in ("train", "val", "test", "unlabeled"):
+                if split in ids:
+                    encoded[split] = encoder.classification(ids[split], split)
             pretrain = [ids[split] for split in ("train", "unlabeled") if split in ids]
             encoded["pretrain"] = encoder.packed(pretrain, "pretrain")
             encoded["pretrain_val"] = encoder.packed([ids["val"]], "pretrain_val")
@@ -131,7 +134,9 @@ class _Encoder:
                 "truncated": [len(text) > room for text in batch["input_ids"]],
             }
 
-        features = {"input_ids": TOKEN_IDS, "label": Value("int64"), "truncated": Value("bool")}
+        features = {"input_ids": TOKEN_IDS, "truncated": Value("bool")}
+        if "label" in ids.column_names:
+            features["label"] = Value("int64")
         return self._map(ids, wrap, split, "classification", features)
 
     def translation(self, frame: pd.DataFrame, split: str) -> Dataset:

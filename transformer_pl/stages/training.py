@@ -44,6 +44,7 @@ MODEL_CODE = (
     "transformer_pl/data/datamodules.py",
     "transformer_pl/stages/training.py",
     "transformer_pl/word_vectors.py",
+    "transformer_pl/ngram_teacher.py",
 )
 
 
@@ -290,6 +291,7 @@ class _Recipe:
     monitor: str = "val/loss"
     mode: Literal["min", "max"] = "min"
     loaded: dict[str, list[str]] = field(default_factory=dict)  # pretrained keys, when loaded
+    summary: dict[str, Any] = field(default_factory=dict)  # what was done before fitting
 
 
 def finetune(params: Params, layout: Layout) -> dict[str, Any]:
@@ -317,6 +319,7 @@ def finetune(params: Params, layout: Layout) -> dict[str, Any]:
         },
         layout / Layout.FINETUNED,
         export_metadata=recipe.export_metadata,
+        extra_summary=recipe.summary,
     )
     summary["from_pretrained"] = params.pretraining is not None
     summary["pretrained_missing_keys"] = len(recipe.loaded.get("missing", []))
@@ -346,12 +349,20 @@ def _classifier(params: Params, layout: Layout, config: Any) -> _Recipe:
 
     settings = params.finetune
     label_names = params.dataset_spec.label_names or []
+    datamodule = _finetune_data(ClassificationDataModule, params, layout)
+    summary: dict[str, Any] = {"teacher": params.teacher or "none"}
+    if params.teacher == "ngram_bag":
+        datamodule.train_dataset, teacher_summary = _distilled_train(
+            params, layout, len(label_names)
+        )
+        summary.update(teacher_summary)
     recipe = _Recipe(
         build_task=lambda: None,
-        datamodule=_finetune_data(ClassificationDataModule, params, layout),
+        datamodule=datamodule,
         export_metadata={"max_length": params.encode.max_length},
         monitor="val/accuracy",
         mode="max",
+        summary=summary,
     )
 
     def build_task() -> Any:
@@ -374,6 +385,66 @@ def _classifier(params: Params, layout: Layout, config: Any) -> _Recipe:
 
     recipe.build_task = build_task
     return recipe
+
+
+def _distilled_train(params: Params, layout: Layout, num_labels: int) -> tuple[Any, dict[str, Any]]:
+    """The classifier's training rows with finetune.teacher: the train split's texts with
+    one-hot targets, then the unlabeled split's with the class probabilities of a bag-of-n-grams
+    teacher fitted on train (`fit_teacher`, best epoch on val); `label` is each row's most
+    probable class, for the training accuracy. Every process of a launch fits the same teacher
+    (seeded) rather than waiting for rank 0's. Returns the rows and the teacher's figures."""
+    import datasets
+    import numpy as np
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    from transformer_pl.data.encode import flat_token_ids
+    from transformer_pl.ngram_teacher import fit_teacher
+
+    settings = params.finetune.teacher
+    encoded = {
+        split: datasets.load_from_disk(str(layout / Layout.ENCODED / split))
+        for split in ("train", "val", "unlabeled")
+    }
+    texts = {}
+    for split, dataset in encoded.items():
+        ids, row_starts = flat_token_ids(dataset.data.column("input_ids").combine_chunks())
+        texts[split] = np.split(ids, row_starts[1:-1])
+    labels = {split: encoded[split].data.column("label").to_numpy() for split in ("train", "val")}
+    fit = fit_teacher(
+        (texts["train"], labels["train"]),
+        (texts["val"], labels["val"]),
+        vocab_size=_encoded_meta(layout, params)["vocab_size"],
+        num_labels=num_labels,
+        buckets=settings.buckets,
+        epochs=settings.epochs,
+        learning_rate=settings.learning_rate,
+        batch_size=settings.batch_size,
+        seed=params.seed,
+    )
+    soft = fit.teacher.probabilities(fit.teacher.features(texts["unlabeled"])).astype(np.float32)
+    targets = np.concatenate([np.eye(num_labels, dtype=np.float32)[labels["train"]], soft])
+    rows = pa.table(
+        {
+            "input_ids": pa.concat_arrays(
+                [
+                    encoded[split].data.column("input_ids").combine_chunks()
+                    for split in ("train", "unlabeled")
+                ]
+            ),
+            "label": pa.array(np.concatenate([labels["train"], soft.argmax(axis=1)]), pa.int64()),
+            "targets": pa.FixedSizeListArray.from_arrays(pa.array(targets.ravel()), num_labels),
+        }
+    )
+    summary = {
+        "teacher_epoch": fit.epoch,
+        "teacher_val_accuracy": round(fit.val_accuracy, 6),
+        "teacher_train_accuracy": round(fit.train_accuracy, 6),
+        "teacher_seconds": round(fit.seconds, 1),
+        "teacher_mean_confidence": round(float(soft.max(axis=1).mean()), 6),
+        "distilled_rows": len(soft),
+    }
+    return datasets.Dataset(InMemoryTable(rows)), summary
 
 
 def _language_model(params: Params, layout: Layout, config: Any) -> _Recipe:

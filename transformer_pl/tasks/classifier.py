@@ -70,6 +70,8 @@ class ClassifierTask(TransformerTask):
     token embeddings moved ε along the loss gradient (`adversarial_perturbation`), a
     regulariser aimed at the embedding, where a small labelled set overfits; the train loss is
     then the sum of the clean and the adversarial loss, and a step costs ~2.4 plain ones.
+    A training batch with `targets` (class probabilities, finetune.teacher) fits them instead
+    of its labels; its train/accuracy is against each row's most probable class.
     """
 
     task_name: ClassVar[TaskName] = "classify"
@@ -183,9 +185,11 @@ class ClassifierTask(TransformerTask):
             batch["labels"],
         )
         smoothing = self.label_smoothing if training else 0.0
+        # Class probabilities to fit (a distillation teacher's), where the batch has them.
+        fitted = batch["targets"] if training and "targets" in batch else labels
         if not (training and self.adversarial_epsilon):
             logits = self(input_ids, attention_mask).logits
-            loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+            loss = F.cross_entropy(logits, fitted, label_smoothing=smoothing)
             return loss, logits.argmax(dim=-1), labels
         # A zero perturbation that requires grad: its gradient is the loss gradient with respect
         # to the token embeddings, which sets the attack's direction.
@@ -193,11 +197,11 @@ class ClassifierTask(TransformerTask):
             *input_ids.shape, self.config.d_model, device=input_ids.device, requires_grad=True
         )
         logits = self.model(input_ids, attention_mask, embedding_perturbation=probe).logits
-        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        loss = F.cross_entropy(logits, fitted, label_smoothing=smoothing)
         (gradient,) = torch.autograd.grad(loss, probe, retain_graph=True)
         attack = adversarial_perturbation(gradient, self.adversarial_epsilon)
         attacked = self.model(input_ids, attention_mask, embedding_perturbation=attack).logits
-        loss = loss + F.cross_entropy(attacked, labels, label_smoothing=smoothing)
+        loss = loss + F.cross_entropy(attacked, fitted, label_smoothing=smoothing)
         return loss, logits.argmax(dim=-1), labels
 
     def export_info(self) -> dict[str, Any]:

@@ -42,9 +42,9 @@ def sentences(n: int, seed: int, length: int = 12) -> list[str]:
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    train_tokenizer(sentences(200, 0), TokenizerParams(kind="wordpiece", vocab_size=100, min_frequency=1)).save(
-        str(path)
-    )
+    train_tokenizer(
+        sentences(200, 0), TokenizerParams(kind="wordpiece", vocab_size=100, min_frequency=1)
+    ).save(str(path))
     return path
 
 
@@ -77,11 +77,13 @@ def test_classification_splits_and_pretraining_corpus(tmp_path, tokenizer_path):
     }
     params = EncodeParams(max_length=16, block_size=32)
     meta = encode_splits(frames, tokenizer_path, CLASSIFY, params, tmp_path / "enc")
-    assert set(meta["splits"]) == {"train", "val", "test", "pretrain", "pretrain_val"}
+    assert set(meta["splits"]) == {"train", "val", "test", "unlabeled", "pretrain", "pretrain_val"}
     train = datasets.load_from_disk(str(tmp_path / "enc" / "train"))
     assert train.column_names == ["input_ids", "label"]
     assert train["label"] == frames["train"]["label"].tolist()
-    for ids in train["input_ids"]:
+    unlabeled = datasets.load_from_disk(str(tmp_path / "enc" / "unlabeled"))
+    assert unlabeled.column_names == ["input_ids"] and len(unlabeled) == 20
+    for ids in [*train["input_ids"], *unlabeled["input_ids"]]:
         assert ids[0] == CLS_ID and ids[-1] == SEP_ID and len(ids) <= 16
     full = Tokenizer.from_file(str(tokenizer_path)).encode_batch(frames["train"]["text"].tolist())
     assert meta["truncated"]["train"] == sum(len(e.ids) > 16 for e in full) > 0
