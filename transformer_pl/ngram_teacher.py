@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from transformer_pl.config import TeacherParams
 from transformer_pl.data.tokenizer import FIRST_REGULAR_ID
 
 # Bigram (a, b) -> a * BIGRAM_MULTIPLIER + b before the modulo: a prime above any vocabulary
@@ -85,26 +86,23 @@ def fit_teacher(
     val: tuple[Sequence[Sequence[int]], np.ndarray],
     vocab_size: int,
     num_labels: int,
-    buckets: int,
-    epochs: int,
-    learning_rate: float,
-    batch_size: int,
+    settings: TeacherParams,
     seed: int,
 ) -> TeacherFit:
     """Fit on `train` (token ids of each text, labels) with AdamW, keeping the epoch with the best
     `val` accuracy. Seeded: the same data and settings give the same teacher."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
-    teacher = NgramBagTeacher(vocab_size, buckets, num_labels)
+    teacher = NgramBagTeacher(vocab_size, settings.buckets, num_labels)
     train_features, train_labels = teacher.features(train[0]), torch.from_numpy(train[1])
     val_features = teacher.features(val[0])
-    optimizer = torch.optim.AdamW(teacher.parameters(), lr=learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(teacher.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     best: tuple[float, int, dict[str, Tensor]] | None = None
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, settings.epochs + 1):
         teacher.train()
         order = torch.randperm(len(train_features), generator=generator).tolist()
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start : start + settings.batch_size]
             logits = teacher([train_features[index] for index in batch])
             loss = F.cross_entropy(logits, train_labels[batch])
             optimizer.zero_grad()

@@ -7,9 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from transformer_pl.config import TeacherParams
 from transformer_pl.data.tokenizer import CLS_ID, FIRST_REGULAR_ID, SEP_ID
 from transformer_pl.model import TransformerConfig
-from transformer_pl.ngram_teacher import BIGRAM_MULTIPLIER, fit_teacher, ngram_features
+from transformer_pl.ngram_teacher import (
+    BIGRAM_MULTIPLIER,
+    TeacherFit,
+    fit_teacher,
+    ngram_features,
+)
 from transformer_pl.tasks import ClassifierTask
 
 VOCAB = 50
@@ -39,16 +45,13 @@ def reviews(count: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
     return texts, labels
 
 
-def fit(seed: int = 0):
+def fit(seed: int = 0) -> TeacherFit:
     return fit_teacher(
         reviews(600, 1),
         reviews(100, 2),
         VOCAB,
         num_labels=2,
-        buckets=BUCKETS,
-        epochs=6,
-        learning_rate=0.1,
-        batch_size=16,
+        settings=TeacherParams(buckets=BUCKETS, epochs=6, learning_rate=0.1, batch_size=16),
         seed=seed,
     )
 

@@ -401,7 +401,6 @@ def _distilled_train(params: Params, layout: Layout, num_labels: int) -> tuple[A
     from transformer_pl.data.encode import flat_token_ids
     from transformer_pl.ngram_teacher import fit_teacher
 
-    settings = params.finetune.teacher
     encoded = {
         split: datasets.load_from_disk(str(layout / Layout.ENCODED / split))
         for split in ("train", "val", "unlabeled")
@@ -414,13 +413,10 @@ def _distilled_train(params: Params, layout: Layout, num_labels: int) -> tuple[A
     fit = fit_teacher(
         (texts["train"], labels["train"]),
         (texts["val"], labels["val"]),
-        vocab_size=_encoded_meta(layout, params)["vocab_size"],
-        num_labels=num_labels,
-        buckets=settings.buckets,
-        epochs=settings.epochs,
-        learning_rate=settings.learning_rate,
-        batch_size=settings.batch_size,
-        seed=params.seed,
+        _encoded_meta(layout, params)["vocab_size"],
+        num_labels,
+        params.finetune.teacher,
+        params.seed,
     )
     soft = fit.teacher.probabilities(fit.teacher.features(texts["unlabeled"])).astype(np.float32)
     targets = np.concatenate([np.eye(num_labels, dtype=np.float32)[labels["train"]], soft])
