@@ -353,7 +353,7 @@ def _classifier(params: Params, layout: Layout, config: Any) -> _Recipe:
     summary: dict[str, Any] = {"teacher": params.teacher or "none"}
     if params.teacher == "ngram_bag":
         datamodule.train_dataset, teacher_summary = _distilled_train(
-            params, layout, len(label_names)
+            params, layout, config.vocab_size, len(label_names)
         )
         summary.update(teacher_summary)
     recipe = _Recipe(
@@ -387,7 +387,9 @@ def _classifier(params: Params, layout: Layout, config: Any) -> _Recipe:
     return recipe
 
 
-def _distilled_train(params: Params, layout: Layout, num_labels: int) -> tuple[Any, dict[str, Any]]:
+def _distilled_train(
+    params: Params, layout: Layout, vocab_size: int, num_labels: int
+) -> tuple[Any, dict[str, Any]]:
     """The classifier's training rows with finetune.teacher: the train split's texts with
     one-hot targets, then the unlabeled split's with the class probabilities of a bag-of-n-grams
     teacher fitted on train (`fit_teacher`, best epoch on val); `label` is each row's most
@@ -405,15 +407,19 @@ def _distilled_train(params: Params, layout: Layout, num_labels: int) -> tuple[A
         split: datasets.load_from_disk(str(layout / Layout.ENCODED / split))
         for split in ("train", "val", "unlabeled")
     }
+    id_lists = {
+        split: dataset.data.column("input_ids").combine_chunks()
+        for split, dataset in encoded.items()
+    }
     texts = {}
-    for split, dataset in encoded.items():
-        ids, row_starts = flat_token_ids(dataset.data.column("input_ids").combine_chunks())
+    for split, lists in id_lists.items():
+        ids, row_starts = flat_token_ids(lists)
         texts[split] = np.split(ids, row_starts[1:-1])
     labels = {split: encoded[split].data.column("label").to_numpy() for split in ("train", "val")}
     fit = fit_teacher(
         (texts["train"], labels["train"]),
         (texts["val"], labels["val"]),
-        _encoded_meta(layout, params)["vocab_size"],
+        vocab_size,
         num_labels,
         params.finetune.teacher,
         params.seed,
@@ -422,12 +428,7 @@ def _distilled_train(params: Params, layout: Layout, num_labels: int) -> tuple[A
     targets = np.concatenate([np.eye(num_labels, dtype=np.float32)[labels["train"]], soft])
     rows = pa.table(
         {
-            "input_ids": pa.concat_arrays(
-                [
-                    encoded[split].data.column("input_ids").combine_chunks()
-                    for split in ("train", "unlabeled")
-                ]
-            ),
+            "input_ids": pa.concat_arrays([id_lists["train"], id_lists["unlabeled"]]),
             "label": pa.array(np.concatenate([labels["train"], soft.argmax(axis=1)]), pa.int64()),
             "targets": pa.FixedSizeListArray.from_arrays(pa.array(targets.ravel()), num_labels),
         }
