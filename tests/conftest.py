@@ -169,10 +169,11 @@ _NEUTRAL = ["the", "film", "plot", "actor", "scene", "story", "music", "camera",
 
 @pytest.fixture
 def write_reviews() -> WriteReviews:
-    """`write_reviews(path, rows, seed)`: a user's own CSV (columns review, sentiment with values
-    pos/neg), balanced, each review a distinct synthetic sentence whose label words decide it."""
+    """`write_reviews(path, rows, seed, lead_words=0)`: a user's own CSV (columns review,
+    sentiment with values pos/neg), balanced, each review a distinct synthetic sentence whose
+    label words decide it, after `lead_words` neutral words (its id's parity follows the label)."""
 
-    def write(path: Path, rows: int, seed: int = 0) -> Path:
+    def write(path: Path, rows: int, seed: int = 0, lead_words: int = 0) -> Path:
         rng = random.Random(seed)
         lines = ["review,sentiment"]
         for index in range(rows):
@@ -180,7 +181,8 @@ def write_reviews() -> WriteReviews:
             words = rng.choices(_NEUTRAL, k=rng.randint(6, 20))
             words += rng.choices(_POSITIVE if label == "pos" else _NEGATIVE, k=3)
             rng.shuffle(words)
-            lines.append(f"Review {seed}-{index}: {' '.join(words)},{label}")
+            lead = "".join(f"{word} " for word in rng.choices(_NEUTRAL, k=lead_words))
+            lines.append(f"{lead}Review {seed}-{index}: {' '.join(words)},{label}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path

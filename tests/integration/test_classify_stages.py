@@ -93,12 +93,15 @@ def test_finetune_distils_a_bag_of_ngrams_teacher_through_the_unlabeled_split(
     """`finetune.teacher.kind: ngram_bag`: the teacher fits the train labels, and the classifier
     trains on the train rows and every unlabeled row, each labelled with its probabilities."""
     root = reviews_project
-    write_reviews(root / "reviews" / "unlabeled.csv", 200, seed=2)
+    # Encoded rows keep 6 tokens, all of them neutral lead words: the teacher reads whole texts.
+    write_reviews(root / "reviews" / "train.csv", 300, seed=0, lead_words=8)
+    write_reviews(root / "reviews" / "unlabeled.csv", 200, seed=2, lead_words=8)
     update_params(
         root,
         {
             "datasets": {"reviews": {"splits": {"unlabeled": "unlabeled.csv"}}},
             "finetune": {"teacher": {"kind": "ngram_bag", "buckets": 4096}},
+            "profiles": {"tiny": {"encode": {"max_length": 8}}},
         },
     )
 
