@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 DEFAULT_PROFILE = "default"
@@ -248,18 +248,19 @@ class PretrainParams(Section):
 
 
 class TeacherParams(Section):
-    """finetune.teacher (classification): distil a bag-of-n-grams teacher through the dataset's
+    """finetune.teacher (classification): distil an n-gram teacher through the dataset's
     unlabeled split (transformer_pl/ngram_teacher.py)."""
 
-    # none: the classifier fits the train split's labels alone. ngram_bag: a linear bag of
-    # tokens and hashed token bigrams is fitted on them first, and the classifier fits the
-    # train split's labels and the teacher's class probabilities for every unlabeled text.
-    # auto: ngram_bag for a classification dataset with an unlabeled split, else none.
-    kind: Literal["auto", "none", "ngram_bag"] = "auto"
-    buckets: int = Field(2**21, ge=1)  # hashed bigram rows
-    epochs: int = Field(6, ge=1)  # the teacher keeps its best epoch on val
-    learning_rate: float = Field(0.1, gt=0)
-    batch_size: int = Field(32, ge=1)
+    # none: the classifier fits the train split's labels alone. nb_logistic: a naive-Bayes-
+    # weighted logistic regression over tokens and hashed token bigrams is fitted on them first,
+    # and the classifier fits the train split's labels and the teacher's class probabilities for
+    # every unlabeled text. auto: nb_logistic for a classification dataset with an unlabeled
+    # split, else none.
+    kind: Literal["auto", "none", "nb_logistic"] = "auto"
+    buckets: int = Field(2**21, ge=1)  # hashed bigram columns
+    # Inverse L2 strengths tried; the teacher keeps the best on val.
+    c_grid: list[PositiveFloat] = Field([0.1, 0.3, 1.0, 3.0], min_length=1)
+    smoothing: float = Field(1.0, gt=0)  # added to each feature's count per class
 
 
 class FinetuneParams(Section):
@@ -404,7 +405,7 @@ class Params(Section):
                     f"dataset '{self.dataset}' is task '{task}': set it back to {default!r}"
                 )
         splits = self.dataset_spec.splits
-        if self.finetune.teacher.kind == "ngram_bag" and "unlabeled" not in splits:
+        if self.finetune.teacher.kind == "nb_logistic" and "unlabeled" not in splits:
             raise ValueError(
                 f"finetune.teacher.kind '{self.finetune.teacher.kind}' labels the dataset's "
                 f"unlabeled split, and dataset '{self.dataset}' has none (splits: "
@@ -453,12 +454,12 @@ class Params(Section):
         return fitting[0] if self.pretrain.objective == "auto" else self.pretrain.objective
 
     @property
-    def teacher(self) -> Literal["ngram_bag"] | None:
+    def teacher(self) -> Literal["nb_logistic"] | None:
         """The teacher finetune distils through the unlabeled split; None when there is none."""
         kind = self.finetune.teacher.kind
         if kind == "auto":
             fits = self.dataset_spec.task == "classify" and "unlabeled" in self.dataset_spec.splits
-            return "ngram_bag" if fits else None
+            return "nb_logistic" if fits else None
         return None if kind == "none" else kind
 
     @property

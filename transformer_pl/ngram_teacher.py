@@ -1,12 +1,13 @@
-"""A bag-of-n-grams teacher whose class probabilities label the unlabelled texts a classifier is
-then distilled on (finetune.teacher).
+"""An n-gram teacher whose class probabilities label the unlabelled texts a classifier is then
+distilled on (finetune.teacher).
 
-The teacher is a linear model: the mean, over a text's tokens and hashed token bigrams, of one
-learned weight per class and feature (fastText without the hidden layer; Joulin et al., 2017).
-On IMDB it generalises across movies better than the two-layer Transformer trained on the same
-labels (90.48% against 89.17% on test, bench/RESULTS.md): its probabilities on the 48,885
-unlabelled reviews give the Transformer three times the training reviews, labelled by a model
-that has not learned train's movies by heart (89.53% on test with them).
+The teacher is a logistic regression over the presence of a text's tokens and hashed token
+bigrams, each presence scaled by the feature's naive-Bayes log-count ratio between the class's
+texts and the others' (NBSVM, Wang & Manning, 2012, with a logistic loss for probabilities).
+With more than two classes there is one such model per class (one against the rest), their
+probabilities normalised. On IMDB's whole reviews it scores 91.49% on test, against 90.48% for
+the same features unweighted in a bag fitted with AdamW, 89.74% for an unweighted logistic
+regression and the TF-IDF baseline's 90.49% (bench/RESULTS.md), in about 2 seconds a fit.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
 
 from transformer_pl.config import TeacherParams
 from transformer_pl.data.tokenizer import FIRST_REGULAR_ID
@@ -26,99 +26,116 @@ from transformer_pl.data.tokenizer import FIRST_REGULAR_ID
 # Bigram (a, b) -> a * BIGRAM_MULTIPLIER + b before the modulo: a prime above any vocabulary
 # size, so distinct bigrams collide only through the bucket count.
 BIGRAM_MULTIPLIER = 1_000_003
-PREDICT_BATCH_SIZE = 1024
 
 
 def ngram_features(ids: Sequence[int] | np.ndarray, vocab_size: int, buckets: int) -> np.ndarray:
-    """Feature rows of one text: its regular tokens' ids, then each bigram of consecutive regular
-    tokens hashed into `buckets` rows after the vocabulary's. Special tokens ([CLS], [SEP], …)
-    carry no content and are dropped."""
+    """Feature columns of one text: its regular tokens' ids, then each bigram of consecutive
+    regular tokens hashed into `buckets` columns after the vocabulary's. Special tokens ([CLS],
+    [SEP], …) carry no content and are dropped."""
     tokens = np.asarray(ids, dtype=np.int64)
     tokens = tokens[tokens >= FIRST_REGULAR_ID]
     bigrams = vocab_size + (tokens[:-1] * BIGRAM_MULTIPLIER + tokens[1:]) % buckets
     return np.concatenate([tokens, bigrams])
 
 
-class NgramBagTeacher(nn.Module):
-    """Logits (B, num_labels) = the mean of the texts' feature rows + a bias. Rows start at zero,
-    so an unseen feature is neutral."""
+def presence_matrix(
+    texts: Sequence[Sequence[int] | np.ndarray], vocab_size: int, buckets: int
+) -> sp.csr_matrix:
+    """(texts, vocab_size + buckets): 1 where a text has the feature (`ngram_features`)."""
+    columns = [np.unique(ngram_features(ids, vocab_size, buckets)) for ids in texts]
+    indptr = np.cumsum([0] + [len(row) for row in columns])
+    indices = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int64)
+    data = np.ones(len(indices), dtype=np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(texts), vocab_size + buckets))
 
-    def __init__(self, vocab_size: int, buckets: int, num_labels: int) -> None:
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.buckets = buckets
-        self.weights = nn.EmbeddingBag(vocab_size + buckets, num_labels, mode="mean")
-        nn.init.zeros_(self.weights.weight)
-        self.bias = nn.Parameter(torch.zeros(num_labels))
 
-    def features(self, texts: Sequence[Sequence[int]]) -> list[np.ndarray]:
-        return [ngram_features(ids, self.vocab_size, self.buckets) for ids in texts]
+def log_count_ratios(presence: sp.csr_matrix, positive: np.ndarray, smoothing: float) -> np.ndarray:
+    """Each feature's log(p / |p|₁) − log(q / |q|₁), p and q its smoothed counts over the
+    `positive` rows and over the others."""
+    p = smoothing + np.asarray(presence[positive].sum(axis=0)).ravel()
+    q = smoothing + np.asarray(presence[~positive].sum(axis=0)).ravel()
+    return (np.log(p / p.sum()) - np.log(q / q.sum())).astype(np.float32)
 
-    def forward(self, features: Sequence[np.ndarray]) -> Tensor:
-        flat = torch.from_numpy(np.concatenate(features))
-        offsets = torch.from_numpy(np.cumsum([0] + [len(row) for row in features[:-1]]))
-        return self.weights(flat, offsets) + self.bias
 
-    @torch.no_grad()
-    def probabilities(self, features: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, num_labels) class probabilities, in the features' order."""
-        self.eval()
-        batches = [
-            self(features[start : start + PREDICT_BATCH_SIZE]).softmax(dim=-1)
-            for start in range(0, len(features), PREDICT_BATCH_SIZE)
-        ]
-        return torch.cat(batches).numpy()
+@dataclass(frozen=True)
+class NaiveBayesLogisticTeacher:
+    """One (ratios, logistic regression) pair per class scored against the rest; a single pair,
+    for class 1, when there are two classes."""
+
+    vocab_size: int
+    buckets: int
+    num_labels: int
+    ratios: tuple[np.ndarray, ...]
+    models: tuple[LogisticRegression, ...]
+
+    def probabilities(self, texts: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:
+        """(N, num_labels) class probabilities of the texts' token ids, in their order."""
+        return self.probabilities_of(presence_matrix(texts, self.vocab_size, self.buckets))
+
+    def probabilities_of(self, presence: sp.csr_matrix) -> np.ndarray:
+        scores = np.stack(
+            [
+                model.predict_proba(presence @ sp.diags(ratios))[:, 1]
+                for ratios, model in zip(self.ratios, self.models, strict=True)
+            ],
+            axis=1,
+        )
+        if self.num_labels == 2:
+            return np.concatenate([1.0 - scores, scores], axis=1)
+        return scores / scores.sum(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True)
 class TeacherFit:
-    """The fitted teacher (its best epoch on val) and what its fit measured."""
+    """The fitted teacher (the inverse regularisation strength best on val) and what its fit
+    measured."""
 
-    teacher: NgramBagTeacher
-    epoch: int  # 1-based, the epoch whose weights the teacher keeps
+    teacher: NaiveBayesLogisticTeacher
+    c: float
     val_accuracy: float
     train_accuracy: float
     seconds: float
 
 
 def fit_teacher(
-    train: tuple[Sequence[Sequence[int]], np.ndarray],
-    val: tuple[Sequence[Sequence[int]], np.ndarray],
+    train: tuple[Sequence[Sequence[int] | np.ndarray], np.ndarray],
+    val: tuple[Sequence[Sequence[int] | np.ndarray], np.ndarray],
     vocab_size: int,
     num_labels: int,
     settings: TeacherParams,
     seed: int,
 ) -> TeacherFit:
-    """Fit on `train` (token ids of each text, labels) with AdamW, keeping the epoch with the best
-    `val` accuracy. Seeded: the same data and settings give the same teacher."""
+    """Fit on `train` (token ids of each text, labels) once per C of settings.c_grid, keeping
+    the C with the best `val` accuracy (the smallest on a tie). Seeded: liblinear's coordinate
+    order is the only randomness."""
     started = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
-    teacher = NgramBagTeacher(vocab_size, settings.buckets, num_labels)
-    train_features, train_labels = teacher.features(train[0]), torch.from_numpy(train[1])
-    val_features = teacher.features(val[0])
-    optimizer = torch.optim.AdamW(teacher.parameters(), lr=settings.learning_rate, weight_decay=0.0)
-    best: tuple[float, int, dict[str, Tensor]] | None = None
-    for epoch in range(1, settings.epochs + 1):
-        teacher.train()
-        order = torch.randperm(len(train_features), generator=generator).tolist()
-        for start in range(0, len(order), settings.batch_size):
-            batch = order[start : start + settings.batch_size]
-            logits = teacher([train_features[index] for index in batch])
-            loss = F.cross_entropy(logits, train_labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        accuracy = _accuracy(teacher.probabilities(val_features), val[1])
+    train_presence = presence_matrix(train[0], vocab_size, settings.buckets)
+    val_presence = presence_matrix(val[0], vocab_size, settings.buckets)
+    classes = [1] if num_labels == 2 else list(range(num_labels))
+    ratios = tuple(
+        log_count_ratios(train_presence, train[1] == label, settings.smoothing) for label in classes
+    )
+    best: tuple[float, float, NaiveBayesLogisticTeacher] | None = None
+    for c in settings.c_grid:
+        models = tuple(
+            LogisticRegression(
+                C=c, solver="liblinear", dual=True, max_iter=1000, random_state=seed
+            ).fit(train_presence @ sp.diags(class_ratios), train[1] == label)
+            for label, class_ratios in zip(classes, ratios, strict=True)
+        )
+        teacher = NaiveBayesLogisticTeacher(
+            vocab_size, settings.buckets, num_labels, ratios, models
+        )
+        accuracy = _accuracy(teacher.probabilities_of(val_presence), val[1])
         if best is None or accuracy > best[0]:
-            state = {name: tensor.clone() for name, tensor in teacher.state_dict().items()}
-            best = (accuracy, epoch, state)
-    assert best is not None  # epochs >= 1
-    teacher.load_state_dict(best[2])
+            best = (accuracy, c, teacher)
+    assert best is not None  # c_grid is not empty
+    accuracy, c, teacher = best
     return TeacherFit(
         teacher=teacher,
-        epoch=best[1],
-        val_accuracy=best[0],
-        train_accuracy=_accuracy(teacher.probabilities(train_features), train[1]),
+        c=c,
+        val_accuracy=accuracy,
+        train_accuracy=_accuracy(teacher.probabilities_of(train_presence), train[1]),
         seconds=time.perf_counter() - started,
     )
 

@@ -87,10 +87,10 @@ def test_masked_lm_pretraining_starts_from_the_word_vectors_when_asked(
     assert not torch.allclose(random_start, word_vectors, atol=1e-3)
 
 
-def test_finetune_distils_a_bag_of_ngrams_teacher_through_the_unlabeled_split(
+def test_finetune_distils_an_ngram_teacher_through_the_unlabeled_split(
     reviews_project: Path, update_params, write_reviews, run_stages
 ) -> None:
-    """`finetune.teacher.kind: ngram_bag`: the teacher fits the train labels, and the classifier
+    """`finetune.teacher.kind: nb_logistic`: the teacher fits the train labels, and the classifier
     trains on the train rows and every unlabeled row, each labelled with its probabilities."""
     root = reviews_project
     # Encoded rows keep 6 tokens, all of them neutral lead words: the teacher reads whole texts.
@@ -100,7 +100,7 @@ def test_finetune_distils_a_bag_of_ngrams_teacher_through_the_unlabeled_split(
         root,
         {
             "datasets": {"reviews": {"splits": {"unlabeled": "unlabeled.csv"}}},
-            "finetune": {"teacher": {"kind": "ngram_bag", "buckets": 4096}},
+            "finetune": {"teacher": {"kind": "nb_logistic", "buckets": 4096}},
             "profiles": {"tiny": {"encode": {"max_length": 8}}},
         },
     )
@@ -110,7 +110,9 @@ def test_finetune_distils_a_bag_of_ngrams_teacher_through_the_unlabeled_split(
     meta = json.loads((root / "data/processed/encoded/meta.json").read_text(encoding="utf-8"))
     rows = {split: meta["splits"][split]["rows"] for split in ("train", "unlabeled")}
     finetuned = summary["finetune"]
-    assert finetuned["teacher"] == "ngram_bag" and finetuned["distilled_rows"] == rows["unlabeled"]
+    assert (
+        finetuned["teacher"] == "nb_logistic" and finetuned["distilled_rows"] == rows["unlabeled"]
+    )
     # Synthetic reviews whose label words decide them: a linear bag of tokens finds them.
     assert finetuned["teacher_val_accuracy"] >= 0.9 and finetuned["teacher_mean_confidence"] > 0.6
     batches_per_epoch = -(-(rows["train"] + rows["unlabeled"]) // 16)  # the tiny profile's batch

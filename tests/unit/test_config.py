@@ -164,12 +164,12 @@ def test_a_finetune_key_the_task_ignores_fails_at_load(raw, key, value, profile)
 
 def test_a_finetune_teacher_needs_a_classifier_and_unlabeled_text(raw):
     raw["finetune"]["teacher"] = {"kind": "auto"}
-    assert parse_params(raw, "tiny").teacher == "ngram_bag"  # IMDB has 50k unlabeled reviews
+    assert parse_params(raw, "tiny").teacher == "nb_logistic"  # IMDB has 50k unlabeled reviews
     assert parse_params(raw, "tiny-lm").teacher is None
     raw["dataset"] = "sst2"
     assert parse_params(raw).teacher is None  # no unlabeled split
-    raw["finetune"]["teacher"] = {"kind": "ngram_bag"}  # named: it must fit
-    with pytest.raises(ConfigError, match=r"teacher\.kind 'ngram_bag' .*'sst2' has none"):
+    raw["finetune"]["teacher"] = {"kind": "nb_logistic"}  # named: it must fit
+    with pytest.raises(ConfigError, match=r"teacher\.kind 'nb_logistic' .*'sst2' has none"):
         parse_params(raw)
     raw["dataset"] = "imdb"
     with pytest.raises(ConfigError, match=r"finetune\.teacher .*applies to task\(s\) classify"):
@@ -177,8 +177,12 @@ def test_a_finetune_teacher_needs_a_classifier_and_unlabeled_text(raw):
     raw["finetune"]["teacher"] = {"kind": "none"}
     assert parse_params(raw, "tiny").teacher is None
     raw["finetune"]["teacher"] = {"kind": "bigram"}
-    with pytest.raises(ConfigError, match=r"teacher\.kind.*'auto'.*'none'.*'ngram_bag'"):
+    with pytest.raises(ConfigError, match=r"teacher\.kind.*'auto'.*'none'.*'nb_logistic'"):
         parse_params(raw)
+    for c_grid in ([], [1.0, 0.0]):
+        raw["finetune"]["teacher"] = {"kind": "auto", "c_grid": c_grid}
+        with pytest.raises(ConfigError, match=r"finetune\.teacher\.c_grid"):
+            parse_params(raw)
 
 
 def test_label_smoothing_is_read_by_translation_too(raw):

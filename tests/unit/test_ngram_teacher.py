@@ -1,5 +1,6 @@
-"""The bag-of-n-grams teacher: its features, that it learns what decides a label, that its fit is
-seeded, and that a classifier fits its class probabilities as it fits labels."""
+"""The n-gram teacher: its features and their naive-Bayes weights, that it learns what decides a
+label with two classes or more, that its fit is reproducible, and that a classifier fits its
+class probabilities as it fits labels."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from transformer_pl.ngram_teacher import (
     BIGRAM_MULTIPLIER,
     TeacherFit,
     fit_teacher,
+    log_count_ratios,
     ngram_features,
+    presence_matrix,
 )
 from transformer_pl.tasks import ClassifierTask
 
@@ -31,13 +34,36 @@ def test_features_are_regular_tokens_then_their_hashed_bigrams() -> None:
     assert all(VOCAB <= row < VOCAB + BUCKETS for row in bigrams)
 
 
-def reviews(count: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Texts of neutral tokens with one of two cue tokens that decides the label."""
+def test_presence_counts_a_repeated_feature_once() -> None:
+    a, b = FIRST_REGULAR_ID, FIRST_REGULAR_ID + 1
+    presence = presence_matrix([[a, a, b], [CLS_ID, SEP_ID]], VOCAB, BUCKETS)
+    assert presence.shape == (2, VOCAB + BUCKETS)
+    row = presence[0].toarray().ravel()
+    expected = {a, b, *ngram_features([a, a, b], VOCAB, BUCKETS)[2:].tolist()}  # (a,a), (a,b)
+    assert set(np.flatnonzero(row).tolist()) == expected and set(row[row > 0]) == {1.0}
+    assert presence[1].nnz == 0
+
+
+def test_log_count_ratios_compare_smoothed_feature_frequencies() -> None:
+    a, b = FIRST_REGULAR_ID, FIRST_REGULAR_ID + 1
+    presence = presence_matrix([[a], [a], [b]], VOCAB, BUCKETS)
+    ratios = log_count_ratios(presence, np.array([True, True, False]), smoothing=1.0)
+    columns = VOCAB + BUCKETS
+    p = np.ones(columns)
+    p[a] += 2
+    q = np.ones(columns)
+    q[b] += 1
+    np.testing.assert_allclose(ratios, np.log(p / p.sum()) - np.log(q / q.sum()), atol=1e-6)
+    assert ratios[a] > 0 > ratios[b]
+
+
+def reviews(count: int, seed: int, classes: int = 2) -> tuple[list[np.ndarray], np.ndarray]:
+    """Texts of neutral tokens with one cue token per class that decides the label."""
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, count)
+    labels = rng.integers(0, classes, count)
     texts = []
     for label in labels:
-        neutral = rng.integers(FIRST_REGULAR_ID + 2, VOCAB, rng.integers(3, 8))
+        neutral = rng.integers(FIRST_REGULAR_ID + classes, VOCAB, rng.integers(3, 8))
         cue = FIRST_REGULAR_ID + int(label)
         texts.append(
             np.array([CLS_ID, *np.insert(neutral, rng.integers(0, len(neutral)), cue), SEP_ID])
@@ -45,36 +71,35 @@ def reviews(count: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
     return texts, labels
 
 
-def fit(seed: int = 0) -> TeacherFit:
+def fit(classes: int = 2, seed: int = 0) -> TeacherFit:
     return fit_teacher(
-        reviews(600, 1),
-        reviews(100, 2),
+        reviews(600, 1, classes),
+        reviews(100, 2, classes),
         VOCAB,
-        num_labels=2,
-        settings=TeacherParams(buckets=BUCKETS, epochs=6, learning_rate=0.1, batch_size=16),
+        num_labels=classes,
+        settings=TeacherParams(buckets=BUCKETS, c_grid=[0.01, 1.0]),
         seed=seed,
     )
 
 
-def test_teacher_learns_the_cue_and_keeps_its_best_epoch_on_val() -> None:
-    result = fit()
-    assert result.val_accuracy >= 0.95 and result.train_accuracy >= 0.95  # chance: 0.5
-    assert 1 <= result.epoch <= 6
-    texts, labels = reviews(100, 3)
-    probabilities = result.teacher.probabilities(result.teacher.features(texts))
-    assert probabilities.shape == (100, 2)
+@pytest.mark.parametrize("classes", [2, 3])
+def test_teacher_learns_the_cue_and_keeps_its_best_c_on_val(classes: int) -> None:
+    result = fit(classes)
+    assert result.val_accuracy >= 0.95 and result.train_accuracy >= 0.95  # chance: 1 / classes
+    assert result.c in (0.01, 1.0)
+    texts, labels = reviews(100, 3, classes)
+    probabilities = result.teacher.probabilities(texts)
+    assert probabilities.shape == (100, classes)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
     assert (probabilities.argmax(axis=1) == labels).mean() >= 0.95
 
 
-def test_teacher_fit_is_seeded() -> None:
+def test_teacher_fit_is_reproducible() -> None:
     texts, _ = reviews(30, 4)
-    first, again, other = fit(0), fit(0), fit(1)
-    probabilities = [
-        r.teacher.probabilities(r.teacher.features(texts)) for r in (first, again, other)
-    ]
-    np.testing.assert_array_equal(probabilities[0], probabilities[1])
-    assert not np.array_equal(probabilities[0], probabilities[2])
+    first, again = fit(seed=0), fit(seed=0)
+    np.testing.assert_array_equal(
+        first.teacher.probabilities(texts), again.teacher.probabilities(texts)
+    )
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.3])
