@@ -261,6 +261,9 @@ class TeacherParams(Section):
     # Inverse L2 strengths tried; the teacher keeps the best on val.
     c_grid: list[PositiveFloat] = Field([0.1, 0.3, 1.0, 3.0], min_length=1)
     smoothing: float = Field(1.0, gt=0)  # added to each feature's count per class
+    # Temper the teacher's probabilities to fit val's labels (one temperature) before they
+    # become the classifier's targets.
+    calibrate: bool = True
 
 
 class FinetuneParams(Section):

@@ -12,6 +12,7 @@ regression and the TF-IDF baseline's 90.49% (bench/RESULTS.md), in about 2 secon
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
+from transformer_pl.calibration import apply_temperature, fit_temperature
 from transformer_pl.config import TeacherParams
 from transformer_pl.data.tokenizer import FIRST_REGULAR_ID
 
@@ -60,13 +62,14 @@ def log_count_ratios(presence: sp.csr_matrix, positive: np.ndarray, smoothing: f
 @dataclass(frozen=True)
 class NaiveBayesLogisticTeacher:
     """One (ratios, logistic regression) pair per class scored against the rest; a single pair,
-    for class 1, when there are two classes."""
+    for class 1, when there are two classes. Probabilities are tempered by `temperature`."""
 
     vocab_size: int
     buckets: int
     num_labels: int
     ratios: tuple[np.ndarray, ...]
     models: tuple[LogisticRegression, ...]
+    temperature: float = 1.0
 
     def probabilities(self, texts: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:
         """(N, num_labels) class probabilities of the texts' token ids, in their order."""
@@ -81,17 +84,20 @@ class NaiveBayesLogisticTeacher:
             axis=1,
         )
         if self.num_labels == 2:
-            return np.concatenate([1.0 - scores, scores], axis=1)
-        return scores / scores.sum(axis=1, keepdims=True)
+            probabilities = np.concatenate([1.0 - scores, scores], axis=1)
+        else:
+            probabilities = scores / scores.sum(axis=1, keepdims=True)
+        return apply_temperature(probabilities, self.temperature)
 
 
 @dataclass(frozen=True)
 class TeacherFit:
-    """The fitted teacher (the inverse regularisation strength best on val) and what its fit
-    measured."""
+    """The fitted teacher (the inverse regularisation strength best on val, its probabilities
+    tempered on val) and what its fit measured."""
 
     teacher: NaiveBayesLogisticTeacher
     c: float
+    temperature: float
     val_accuracy: float
     train_accuracy: float
     seconds: float
@@ -106,8 +112,10 @@ def fit_teacher(
     seed: int,
 ) -> TeacherFit:
     """Fit on `train` (token ids of each text, labels) once per C of settings.c_grid, keeping
-    the C with the best `val` accuracy (the smallest on a tie). Seeded: liblinear's coordinate
-    order is the only randomness."""
+    the C with the best `val` accuracy (the smallest on a tie); with settings.calibrate, then
+    fit the temperature that makes its probabilities fit val's labels best: a teacher fitted to
+    100% on train is overconfident, and its students inherit that. Seeded: liblinear's
+    coordinate order is the only randomness."""
     started = time.perf_counter()
     train_presence = presence_matrix(train[0], vocab_size, settings.buckets)
     val_presence = presence_matrix(val[0], vocab_size, settings.buckets)
@@ -131,9 +139,13 @@ def fit_teacher(
             best = (accuracy, c, teacher)
     assert best is not None  # c_grid is not empty
     accuracy, c, teacher = best
+    if settings.calibrate:
+        temperature = fit_temperature(val[1], teacher.probabilities_of(val_presence))
+        teacher = dataclasses.replace(teacher, temperature=temperature)
     return TeacherFit(
         teacher=teacher,
         c=c,
+        temperature=teacher.temperature,
         val_accuracy=accuracy,
         train_accuracy=_accuracy(teacher.probabilities_of(train_presence), train[1]),
         seconds=time.perf_counter() - started,

@@ -71,13 +71,13 @@ def reviews(count: int, seed: int, classes: int = 2) -> tuple[list[np.ndarray], 
     return texts, labels
 
 
-def fit(classes: int = 2, seed: int = 0) -> TeacherFit:
+def fit(classes: int = 2, seed: int = 0, calibrate: bool = True) -> TeacherFit:
     return fit_teacher(
         reviews(600, 1, classes),
         reviews(100, 2, classes),
         VOCAB,
         num_labels=classes,
-        settings=TeacherParams(buckets=BUCKETS, c_grid=[0.01, 1.0]),
+        settings=TeacherParams(buckets=BUCKETS, c_grid=[0.01, 1.0], calibrate=calibrate),
         seed=seed,
     )
 
@@ -92,6 +92,22 @@ def test_teacher_learns_the_cue_and_keeps_its_best_c_on_val(classes: int) -> Non
     assert probabilities.shape == (100, classes)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
     assert (probabilities.argmax(axis=1) == labels).mean() >= 0.95
+
+
+def test_calibration_tempers_the_teacher_to_fit_val() -> None:
+    raw, tempered = fit(calibrate=False), fit(calibrate=True)
+    assert raw.temperature == 1.0 and tempered.temperature != 1.0
+    texts, labels = reviews(100, 2)  # val
+
+    def val_log_loss(result: TeacherFit) -> float:
+        probabilities = result.teacher.probabilities(texts)
+        return float(-np.log(probabilities[np.arange(len(labels)), labels]).mean())
+
+    assert val_log_loss(tempered) < val_log_loss(raw)
+    np.testing.assert_array_equal(  # the most probable class stays
+        tempered.teacher.probabilities(texts).argmax(axis=1),
+        raw.teacher.probabilities(texts).argmax(axis=1),
+    )
 
 
 def test_teacher_fit_is_reproducible() -> None:
