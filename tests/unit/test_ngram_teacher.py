@@ -96,7 +96,7 @@ def test_teacher_learns_the_cue_and_keeps_its_best_c_on_val(classes: int) -> Non
 
 def test_calibration_tempers_the_teacher_to_fit_val() -> None:
     raw, tempered = fit(calibrate=False), fit(calibrate=True)
-    assert raw.temperature == 1.0 and tempered.temperature != 1.0
+    assert raw.teacher.temperature == 1.0 and tempered.teacher.temperature != 1.0
     texts, labels = reviews(100, 2)  # val
 
     def val_log_loss(result: TeacherFit) -> float:

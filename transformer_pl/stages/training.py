@@ -446,7 +446,7 @@ def _distilled_train(
     )
     summary = {
         "teacher_c": fit.c,
-        "teacher_temperature": round(fit.temperature, 4),
+        "teacher_temperature": round(fit.teacher.temperature, 4),
         "teacher_val_accuracy": round(fit.val_accuracy, 6),
         "teacher_train_accuracy": round(fit.train_accuracy, 6),
         "teacher_seconds": round(fit.seconds, 1),
