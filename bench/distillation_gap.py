@@ -63,7 +63,6 @@ def main() -> None:
     parser.add_argument("--profile", default=None)
     parser.add_argument("--sample", type=int, default=4000, help="distillation rows compared")
     args = parser.parse_args()
-    torch.manual_seed(0)
 
     params = load_params(args.workspace / "params.yaml", args.profile)
     if params.teacher is None:
