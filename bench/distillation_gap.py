@@ -30,10 +30,10 @@ from data_stages import cpu_name
 from transformer_pl.config import load_params
 from transformer_pl.data import read_frames
 from transformer_pl.inference import pad_right, token_ids
-from transformer_pl.ngram_teacher import fit_teacher
 from transformer_pl.precision import native_bf16_autocast
 from transformer_pl.registry import PROBABILITY_PREFIX, classify_texts, load_classifier_bundle
 from transformer_pl.stages import Layout
+from transformer_pl.stages.training import fit_distillation_teacher
 
 CONFIDENCE_BANDS = (0.7, 0.9, 0.99)  # the teacher's top probability: edges between bands
 BATCH_SIZE = 64
@@ -71,20 +71,10 @@ def main() -> None:
     model, tokenizer, config = load_classifier_bundle(
         layout / Layout.FINETUNED, layout / Layout.TOKENIZER
     )
-    frames = read_frames(layout / Layout.SPLITS)
-    ids = {
-        split: [np.asarray(row) for row in token_ids(tokenizer, frames[split]["text"].tolist())]
-        for split in ("train", "val", "test")
-    }
-    labels = {split: frames[split]["label"].to_numpy() for split in ("train", "val", "test")}
-    fit = fit_teacher(
-        (ids["train"], labels["train"]),
-        (ids["val"], labels["val"]),
-        config.model.vocab_size,
-        config.num_labels,
-        params.finetune.teacher,
-        params.seed,
+    fit, ids, labels = fit_distillation_teacher(
+        params, layout, config.model.vocab_size, config.num_labels, other_splits=("test",)
     )
+    frames = read_frames(layout / Layout.SPLITS)
 
     teacher = fit.teacher.probabilities(ids["test"])
     answers = classify_texts(model, tokenizer, config, frames["test"]["text"].tolist())

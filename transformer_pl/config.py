@@ -264,6 +264,11 @@ class TeacherParams(Section):
     # Temper the teacher's probabilities to fit val's labels (one temperature) before they
     # become the classifier's targets.
     calibrate: bool = True
+    # Extra training rows per unlabeled text: random spans of its tokens (a fraction of its
+    # length drawn from [crop_min_fraction, 1], at most max_length), each labeled by the
+    # teacher reading that same span: fresh inputs for the one pass the classifier makes.
+    crops_per_text: int = Field(0, ge=0)
+    crop_min_fraction: float = Field(0.25, gt=0, le=1)
 
 
 class FinetuneParams(Section):

@@ -387,46 +387,35 @@ def _classifier(params: Params, layout: Layout, config: Any) -> _Recipe:
     return recipe
 
 
-def _distilled_train(
-    params: Params, layout: Layout, vocab_size: int, num_labels: int
-) -> tuple[Any, dict[str, Any]]:
-    """The classifier's training rows with finetune.teacher: the train split's texts with
-    one-hot targets, then the unlabeled split's with the class probabilities of an n-gram
-    teacher fitted on train (`fit_teacher`, best C on val); `label` is each row's most
-    probable class, for the training accuracy. The teacher reads whole texts, tokenized from the
-    split files: the classifier reads a long text's first max_length tokens in training but all
-    of it, in windows, at test time, so a whole text's probabilities are the target it is read
-    against. Every process of a launch fits the same teacher (seeded) rather than waiting for
-    rank 0's. Returns the rows and the teacher's figures."""
-    import datasets
+def fit_distillation_teacher(
+    params: Params,
+    layout: Layout,
+    vocab_size: int,
+    num_labels: int,
+    other_splits: tuple[str, ...] = (),
+) -> tuple[Any, dict[str, list[Any]], dict[str, Any]]:
+    """finetune.teacher fitted as finetune fits it (`fit_teacher`: on train, best C and its
+    temperature on val, seeded), on whole texts: each split's texts from the split files,
+    tokenized without special tokens. Returns the fit, the token ids of train, val and
+    `other_splits`, and the labels of those that have them."""
     import numpy as np
-    import pyarrow as pa
-    from datasets.table import InMemoryTable
     from tokenizers import Tokenizer
 
     from transformer_pl.data import read_frames
     from transformer_pl.ngram_teacher import fit_teacher
 
-    splits = ("train", "val", "unlabeled")
-    encoded = {
-        split: datasets.load_from_disk(str(layout / Layout.ENCODED / split)) for split in splits
-    }
     frames = read_frames(layout / Layout.SPLITS)
     tokenizer = Tokenizer.from_file(str(layout / Layout.TOKENIZER))
-    texts = {}
-    for split in splits:
-        rows = len(frames[split]) if split in frames else 0
-        if rows != len(encoded[split]):
-            raise StageError(
-                f"{split}: {rows} texts in {Layout.SPLITS} but "
-                f"{len(encoded[split])} encoded rows: re-run encode"
-            )
+    texts, labels = {}, {}
+    for split in ("train", "val", *other_splits):
+        if split not in frames:
+            raise StageError(f"no {split} split in {Layout.SPLITS}: the teacher needs it")
         encodings = tokenizer.encode_batch_fast(
             frames[split]["text"].tolist(), add_special_tokens=False
         )
         texts[split] = [np.asarray(encoding.ids, dtype=np.int64) for encoding in encodings]
-    id_lists = {split: encoded[split].data.column("input_ids").combine_chunks() for split in splits}
-    labels = {split: encoded[split].data.column("label").to_numpy() for split in ("train", "val")}
+        if "label" in frames[split]:
+            labels[split] = frames[split]["label"].to_numpy()
     fit = fit_teacher(
         (texts["train"], labels["train"]),
         (texts["val"], labels["val"]),
@@ -435,11 +424,58 @@ def _distilled_train(
         params.finetune.teacher,
         params.seed,
     )
-    soft = fit.teacher.probabilities(texts["unlabeled"]).astype(np.float32)
+    return fit, texts, labels
+
+
+def _distilled_train(
+    params: Params, layout: Layout, vocab_size: int, num_labels: int
+) -> tuple[Any, dict[str, Any]]:
+    """The classifier's training rows with finetune.teacher: the train split's texts with
+    one-hot targets, then the unlabeled split's with the class probabilities of an n-gram
+    teacher (`fit_distillation_teacher`); `label` is each row's most probable class, for the
+    training accuracy. The teacher reads whole texts: the classifier reads a long text's first
+    max_length tokens in training but all of it, in windows, at test time, so a whole text's
+    probabilities are the target it is read against. With teacher.crops_per_text, each
+    unlabeled text also gives that many random spans of its tokens, each labeled by the teacher
+    reading that same span (`random_spans`). Every process of a launch fits the same teacher
+    (seeded) rather than waiting for rank 0's. Returns the rows and the teacher's figures."""
+    import datasets
+    import numpy as np
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    from transformer_pl.data.tokenizer import CLS_ID, SEP_ID
+
+    settings = params.finetune.teacher
+    splits = ("train", "unlabeled")
+    encoded = {
+        split: datasets.load_from_disk(str(layout / Layout.ENCODED / split)) for split in splits
+    }
+    fit, texts, labels = fit_distillation_teacher(
+        params, layout, vocab_size, num_labels, other_splits=("unlabeled",)
+    )
+    for split in splits:
+        if len(texts[split]) != len(encoded[split]):
+            raise StageError(
+                f"{split}: {len(texts[split])} texts in {Layout.SPLITS} but "
+                f"{len(encoded[split])} encoded rows: re-run encode"
+            )
+    id_lists = {split: encoded[split].data.column("input_ids").combine_chunks() for split in splits}
+    spans = random_spans(
+        texts["unlabeled"],
+        settings.crops_per_text,
+        settings.crop_min_fraction,
+        params.encode.max_length - 2,
+        np.random.default_rng(params.seed),
+    )
+    span_rows = pa.array(
+        [[CLS_ID, *span.tolist(), SEP_ID] for span in spans], id_lists["unlabeled"].type
+    )
+    soft = fit.teacher.probabilities(texts["unlabeled"] + spans).astype(np.float32)
     targets = np.concatenate([np.eye(num_labels, dtype=np.float32)[labels["train"]], soft])
     rows = pa.table(
         {
-            "input_ids": pa.concat_arrays([id_lists["train"], id_lists["unlabeled"]]),
+            "input_ids": pa.concat_arrays([id_lists["train"], id_lists["unlabeled"], span_rows]),
             "label": pa.array(np.concatenate([labels["train"], soft.argmax(axis=1)]), pa.int64()),
             "targets": pa.FixedSizeListArray.from_arrays(pa.array(targets.ravel()), num_labels),
         }
@@ -454,6 +490,22 @@ def _distilled_train(
         "distilled_rows": len(soft),
     }
     return datasets.Dataset(InMemoryTable(rows)), summary
+
+
+def random_spans(
+    texts: list[Any], count: int, min_fraction: float, max_tokens: int, rng: Any
+) -> list[Any]:
+    """`count` random spans of each text's tokens (all texts' first spans, then their second,
+    …): a contiguous run of a fraction of the text's length drawn uniformly from
+    [min_fraction, 1], at least one token and at most `max_tokens`, at a uniform start."""
+    spans = []
+    for _ in range(count):
+        for ids in texts:
+            wanted = round(rng.uniform(min_fraction, 1.0) * len(ids))
+            length = min(len(ids), max_tokens, max(1, wanted))
+            start = int(rng.integers(0, len(ids) - length + 1))
+            spans.append(ids[start : start + length])
+    return spans
 
 
 def _language_model(params: Params, layout: Layout, config: Any) -> _Recipe:
