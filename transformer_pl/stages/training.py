@@ -497,7 +497,8 @@ def random_spans(
 ) -> list[Any]:
     """`count` random spans of each text's tokens (all texts' first spans, then their second,
     …): a contiguous run of a fraction of the text's length drawn uniformly from
-    [min_fraction, 1], at least one token and at most `max_tokens`, at a uniform start."""
+    [min_fraction, 1], at least one token (of a text that has any) and at most `max_tokens`,
+    at a uniform start."""
     spans = []
     for _ in range(count):
         for ids in texts:
