@@ -269,6 +269,10 @@ class TeacherParams(Section):
     # teacher reading that same span: fresh inputs for the one pass the classifier makes.
     crops_per_text: int = Field(0, ge=0)
     crop_min_fraction: float = Field(0.25, gt=0, le=1)
+    # Above 1, the classifier fits the teacher's probabilities softened by this temperature with
+    # its own logits divided by it, the loss scaled by its square (Hinton et al., 2015): a
+    # confident teacher then still says how confident, which approaches matching its logits.
+    distillation_temperature: float = Field(1.0, gt=0)
 
 
 class FinetuneParams(Section):

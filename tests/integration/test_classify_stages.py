@@ -92,7 +92,8 @@ def test_finetune_distils_an_ngram_teacher_through_the_unlabeled_split(
 ) -> None:
     """`finetune.teacher.kind: nb_logistic`: the teacher fits the train labels, and the classifier
     trains on the train rows and every unlabeled row, each labelled with its probabilities, and
-    with `crops_per_text: 1` on one random span of each unlabeled text as well."""
+    with `crops_per_text: 1` on one random span of each unlabeled text as well, those distilled
+    rows at `distillation_temperature: 2`."""
     root = reviews_project
     # Encoded rows keep 6 tokens, all of them neutral lead words: the teacher reads whole texts.
     write_reviews(root / "reviews" / "train.csv", 300, seed=0, lead_words=8)
@@ -101,7 +102,14 @@ def test_finetune_distils_an_ngram_teacher_through_the_unlabeled_split(
         root,
         {
             "datasets": {"reviews": {"splits": {"unlabeled": "unlabeled.csv"}}},
-            "finetune": {"teacher": {"kind": "nb_logistic", "buckets": 4096, "crops_per_text": 1}},
+            "finetune": {
+                "teacher": {
+                    "kind": "nb_logistic",
+                    "buckets": 4096,
+                    "crops_per_text": 1,
+                    "distillation_temperature": 2.0,
+                }
+            },
             "profiles": {"tiny": {"encode": {"max_length": 8}}},
         },
     )

@@ -376,6 +376,7 @@ def _classifier(params: Params, layout: Layout, config: Any) -> _Recipe:
             freeze_encoder=settings.freeze_encoder,
             layer_lr_decay=settings.layer_lr_decay,
             adversarial_epsilon=settings.adversarial_epsilon,
+            distillation_temperature=settings.teacher.distillation_temperature,
             optim=settings.optim,
         )
         if params.pretraining is not None:
@@ -432,13 +433,14 @@ def _distilled_train(
 ) -> tuple[Any, dict[str, Any]]:
     """The classifier's training rows with finetune.teacher: the train split's texts with
     one-hot targets, then the unlabeled split's with the class probabilities of an n-gram
-    teacher (`fit_distillation_teacher`); `label` is each row's most probable class, for the
-    training accuracy. The teacher reads whole texts: the classifier reads a long text's first
-    max_length tokens in training but all of it, in windows, at test time, so a whole text's
-    probabilities are the target it is read against. With teacher.crops_per_text, each
-    unlabeled text also gives that many random spans of its tokens, each labeled by the teacher
-    reading that same span (`random_spans`). Every process of a launch fits the same teacher
-    (seeded) rather than waiting for rank 0's. Returns the rows and the teacher's figures."""
+    teacher (`fit_distillation_teacher`), `distilled` set; `label` is each row's most probable
+    class, for the training accuracy. The teacher reads whole texts: the classifier reads a
+    long text's first max_length tokens in training but all of it, in windows, at test time,
+    so a whole text's probabilities are the target it is read against. With
+    teacher.crops_per_text, each unlabeled text also gives that many random spans of its
+    tokens, each labeled by the teacher reading that same span (`random_spans`). Every process
+    of a launch fits the same teacher (seeded) rather than waiting for rank 0's. Returns the
+    rows and the teacher's figures."""
     import datasets
     import numpy as np
     import pyarrow as pa
@@ -478,6 +480,7 @@ def _distilled_train(
             "input_ids": pa.concat_arrays([id_lists["train"], id_lists["unlabeled"], span_rows]),
             "label": pa.array(np.concatenate([labels["train"], soft.argmax(axis=1)]), pa.int64()),
             "targets": pa.FixedSizeListArray.from_arrays(pa.array(targets.ravel()), num_labels),
+            "distilled": pa.array(np.arange(len(targets)) >= len(labels["train"])),
         }
     )
     summary = {

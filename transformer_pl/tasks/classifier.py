@@ -51,6 +51,23 @@ def adversarial_perturbation(gradient: Tensor, epsilon: float) -> Tensor:
     return (epsilon * gradient / norms.view(-1, *[1] * (gradient.dim() - 1))).detach()
 
 
+# A teacher's probabilities are clamped here before their log: a float32 probability of 0 would
+# make an infinite logit, and e^-14 is already far beyond the confidence that decides a row.
+MIN_TEACHER_PROBABILITY = 1e-6
+
+
+def distillation_loss(logits: Tensor, teacher_probabilities: Tensor, temperature: float) -> Tensor:
+    """Per row, τ²·H(softmax(log q / τ), softmax(z / τ)) for the student's logits z and the
+    teacher's probabilities q (Hinton et al., 2015, "Distilling the knowledge in a neural
+    network"). τ > 1 softens both sides, so a confident teacher's rows still carry how
+    confident (its logits) instead of a near-one-hot target the student already matches; τ²
+    keeps the gradient's scale; as τ grows the gradient tends to that of matching logits
+    (centred) by squared error. At τ = 1 it is the cross-entropy against q."""
+    teacher_logits = teacher_probabilities.clamp(min=MIN_TEACHER_PROBABILITY).log()
+    softened = (teacher_logits / temperature).softmax(dim=-1)
+    return temperature**2 * F.cross_entropy(logits / temperature, softened, reduction="none")
+
+
 class LoadedKeys(NamedTuple):
     """Full parameter names (`encoder.…`): the classifier's encoder weights the file did not
     have (they keep their fresh initialisation), and the file's encoder weights the classifier
@@ -71,7 +88,9 @@ class ClassifierTask(TransformerTask):
     regulariser aimed at the embedding, where a small labelled set overfits; the train loss is
     then the sum of the clean and the adversarial loss, and a step costs ~2.4 plain ones.
     A training batch with `targets` (class probabilities, finetune.teacher) fits them instead
-    of its labels; its train/accuracy is against each row's most probable class.
+    of its labels; its train/accuracy is against each row's most probable class. With
+    distillation_temperature τ ≠ 1, the batch's `distilled` rows (a teacher's, not one-hot
+    labels) fit `distillation_loss` instead.
     """
 
     task_name: ClassVar[TaskName] = "classify"
@@ -87,6 +106,7 @@ class ClassifierTask(TransformerTask):
         freeze_encoder: bool = False,
         layer_lr_decay: float = 1.0,
         adversarial_epsilon: float = 0.0,
+        distillation_temperature: float = 1.0,
         optim: OptimParams | Mapping[str, Any] | None = None,
     ) -> None:
         if label_names is not None and len(label_names) != num_labels:
@@ -97,6 +117,10 @@ class ClassifierTask(TransformerTask):
             raise ValueError(f"layer_lr_decay must be in (0, 1], got {layer_lr_decay}")
         if adversarial_epsilon < 0:
             raise ValueError(f"adversarial_epsilon must be >= 0, got {adversarial_epsilon}")
+        if distillation_temperature <= 0:
+            raise ValueError(
+                f"distillation_temperature must be > 0, got {distillation_temperature}"
+            )
         label_names = list(label_names) if label_names is not None else None
         super().__init__(
             model_config,
@@ -109,6 +133,7 @@ class ClassifierTask(TransformerTask):
             freeze_encoder=freeze_encoder,
             layer_lr_decay=layer_lr_decay,
             adversarial_epsilon=adversarial_epsilon,
+            distillation_temperature=distillation_temperature,
         )
         self.num_labels = num_labels
         self.label_names = label_names
@@ -116,6 +141,7 @@ class ClassifierTask(TransformerTask):
         self.freeze_encoder = freeze_encoder
         self.layer_lr_decay = layer_lr_decay
         self.adversarial_epsilon = adversarial_epsilon
+        self.distillation_temperature = distillation_temperature
         self.model = SequenceClassifier(self.config, num_labels, pooling, classifier_dropout)
         if freeze_encoder:
             self.model.encoder.requires_grad_(False)
@@ -184,12 +210,9 @@ class ClassifierTask(TransformerTask):
             batch["attention_mask"],
             batch["labels"],
         )
-        smoothing = self.label_smoothing if training else 0.0
-        # Class probabilities to fit (a distillation teacher's), where the batch has them.
-        fitted = batch["targets"] if training and "targets" in batch else labels
         if not (training and self.adversarial_epsilon):
             logits = self(input_ids, attention_mask).logits
-            loss = F.cross_entropy(logits, fitted, label_smoothing=smoothing)
+            loss = self._loss(logits, batch, training)
             return loss, logits.argmax(dim=-1), labels
         # A zero perturbation that requires grad: its gradient is the loss gradient with respect
         # to the token embeddings, which sets the attack's direction.
@@ -197,12 +220,29 @@ class ClassifierTask(TransformerTask):
             *input_ids.shape, self.config.d_model, device=input_ids.device, requires_grad=True
         )
         logits = self.model(input_ids, attention_mask, embedding_perturbation=probe).logits
-        loss = F.cross_entropy(logits, fitted, label_smoothing=smoothing)
+        loss = self._loss(logits, batch, training)
         (gradient,) = torch.autograd.grad(loss, probe, retain_graph=True)
         attack = adversarial_perturbation(gradient, self.adversarial_epsilon)
         attacked = self.model(input_ids, attention_mask, embedding_perturbation=attack).logits
-        loss = loss + F.cross_entropy(attacked, fitted, label_smoothing=smoothing)
+        loss = loss + self._loss(attacked, batch, training)
         return loss, logits.argmax(dim=-1), labels
+
+    def _loss(self, logits: Tensor, batch: Batch, training: bool) -> Tensor:
+        """Mean cross-entropy against the labels; in training, label-smoothed and against the
+        batch's `targets` where it has them, its `distilled` rows by `distillation_loss`."""
+        if not training:
+            return F.cross_entropy(logits, batch["labels"])
+        if "targets" not in batch:
+            return F.cross_entropy(logits, batch["labels"], label_smoothing=self.label_smoothing)
+        # Class probabilities to fit: one-hot labels and a distillation teacher's.
+        targets = batch["targets"]
+        if self.distillation_temperature == 1.0:
+            return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        labelled = F.cross_entropy(
+            logits, targets, label_smoothing=self.label_smoothing, reduction="none"
+        )
+        distilled = distillation_loss(logits, targets, self.distillation_temperature)
+        return torch.where(batch["distilled"], distilled, labelled).mean()
 
     def export_info(self) -> dict[str, Any]:
         label_names = self.label_names or [str(label) for label in range(self.num_labels)]
