@@ -232,16 +232,14 @@ class ClassifierTask(TransformerTask):
         batch's `targets` where it has them, its `distilled` rows by `distillation_loss`."""
         if not training:
             return F.cross_entropy(logits, batch["labels"])
-        if "targets" not in batch:
-            return F.cross_entropy(logits, batch["labels"], label_smoothing=self.label_smoothing)
-        # Class probabilities to fit: one-hot labels and a distillation teacher's.
-        targets = batch["targets"]
-        if self.distillation_temperature == 1.0:
-            return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        # Class probabilities to fit (one-hot labels and a distillation teacher's), if any.
+        fitted = batch.get("targets", batch["labels"])
+        if self.distillation_temperature == 1.0 or "distilled" not in batch:
+            return F.cross_entropy(logits, fitted, label_smoothing=self.label_smoothing)
         labelled = F.cross_entropy(
-            logits, targets, label_smoothing=self.label_smoothing, reduction="none"
+            logits, fitted, label_smoothing=self.label_smoothing, reduction="none"
         )
-        distilled = distillation_loss(logits, targets, self.distillation_temperature)
+        distilled = distillation_loss(logits, fitted, self.distillation_temperature)
         return torch.where(batch["distilled"], distilled, labelled).mean()
 
     def export_info(self) -> dict[str, Any]:
