@@ -215,6 +215,10 @@ class OptimParams(Section):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     gradient_clip: float | None = Field(1.0, gt=0)
     accumulate_grad_batches: int = Field(1, ge=1)
+    # Validate, checkpoint and export an exponential moving average of the weights, updated
+    # after every optimizer step with this decay (about 1 / (1 - decay) steps of memory), not
+    # the last step's weights. None: off.
+    ema_decay: float | None = Field(None, gt=0, lt=1)
 
 
 PretrainingObjective = Literal["mlm", "clm", "ppmi_svd"]
