@@ -137,7 +137,8 @@ def build_trainer(
             monitor=monitor,
             mode=mode,
             save_top_k=1,
-            save_last=True,
+            # Without a monitor it saves at every validation, and last.ckpt with it.
+            save_last=monitor is None,
             auto_insert_metric_name=False,
             enable_version_counter=False,  # a rerun overwrites best.ckpt, never best-v1.ckpt
         ),
@@ -145,6 +146,19 @@ def build_trainer(
         TokenThroughput(),
         progress_bar(trainer_params.log_every_n_steps),
     ]
+    if monitor is not None:
+        # Lightning's save_last writes last.ckpt only when the monitored value improves, so a
+        # crash after a worse validation would resume from an earlier one: this one writes it
+        # at every validation, whatever the score.
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=output_dir / CHECKPOINT_DIR,
+                filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
+                monitor=None,
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
     if early_stopping_patience is not None and monitor is not None:
         callbacks.append(
             EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience)

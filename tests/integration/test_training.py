@@ -441,6 +441,17 @@ def test_ema_weights_are_what_training_ends_with_and_checkpoints_hold(tmp_path: 
     assert not torch.allclose(task.model.state_dict()["head.weight"], trained)
 
 
+def test_last_checkpoint_is_the_latest_validation_even_when_not_the_best(tmp_path: Path) -> None:
+    train("classifier", tmp_path, max_steps=6, val_check_interval=2)
+
+    def step(name: str) -> int:
+        checkpoint = torch.load(tmp_path / "checkpoints" / name, weights_only=False, mmap=True)
+        return checkpoint["global_step"]
+
+    assert step("best.ckpt") == 2  # the later validations scored worse: the case at stake
+    assert step("last.ckpt") == 6
+
+
 def test_checkpoint_of_another_task_configuration_is_not_resumed(tmp_path: Path) -> None:
     train("mlm", tmp_path, max_steps=4)
     trainer = build_trainer(TRAINER, output_dir=tmp_path, seed=7, max_steps=4)

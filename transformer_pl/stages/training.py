@@ -90,7 +90,12 @@ def _fit(
     import mlflow
 
     from transformer_pl.tracking import lightning_logger
-    from transformer_pl.training import build_trainer, fit_or_resume
+    from transformer_pl.training import (
+        CHECKPOINT_DIR,
+        LAST_CHECKPOINT,
+        build_trainer,
+        fit_or_resume,
+    )
 
     scratch = CHECKPOINTS_ROOT / stage_input_key(STAGES_BY_NAME[stage], params, layout.root)
     active = mlflow.active_run() if is_global_zero() else None
@@ -101,10 +106,10 @@ def _fit(
     if active:
         mlflow.set_tag("precision", str(trainer.precision))  # "auto" resolves per machine
     started = time.perf_counter()
-    resumed_from = fit_or_resume(trainer, task(), datamodule, scratch / "checkpoints")
+    resumed_from = fit_or_resume(trainer, task(), datamodule, scratch / CHECKPOINT_DIR)
     wall_seconds = time.perf_counter() - started
-    best = (
-        trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
+    best = trainer.checkpoint_callback.best_model_path or str(
+        scratch / CHECKPOINT_DIR / LAST_CHECKPOINT
     )
     summary = {
         "dataset": params.dataset,
