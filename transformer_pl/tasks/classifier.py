@@ -86,7 +86,8 @@ class ClassifierTask(TransformerTask):
     (see tasks/optim.py). adversarial_epsilon > 0: each training batch is also fitted with its
     token embeddings moved ε along the loss gradient (`adversarial_perturbation`), a
     regulariser aimed at the embedding, where a small labelled set overfits; the train loss is
-    then the sum of the clean and the adversarial loss, and a step costs 2.4-2.7 plain ones.
+    then the sum of the clean and the adversarial loss, and a step costs 2.4-3.1 plain ones
+    (3.1 at a batch of 64).
     A training batch with `targets` (class probabilities, finetune.teacher) fits them instead
     of its labels; its train/accuracy is against each row's most probable class. With
     distillation_temperature τ ≠ 1, the batch's `distilled` rows (a teacher's, not one-hot
