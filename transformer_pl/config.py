@@ -283,6 +283,10 @@ class FinetuneParams(Section):
     from_pretrained: bool = True
     pooling: Literal["mean", "max", "mean_max", "cls"] = "mean"
     classifier_dropout: float = Field(0.1, ge=0, lt=1)
+    # The classifier's encoder adds a hashed (previous token, token) embedding to each token's
+    # (model/transformer.py: BigramEmbedding); 0: off.
+    bigram_buckets: int = Field(524_288, ge=0)
+    bigram_dim: int = Field(32, gt=0)
     freeze_encoder: bool = False
     layer_lr_decay: float = Field(1.0, gt=0, le=1)
     batch_size: int = Field(32, ge=1)  # global: each of N processes takes 1/N of it
@@ -300,6 +304,8 @@ class FinetuneParams(Section):
 TASK_ONLY_FINETUNE_KEYS: dict[str, tuple[str, ...]] = {
     "pooling": ("classify",),
     "classifier_dropout": ("classify",),
+    "bigram_buckets": ("classify",),
+    "bigram_dim": ("classify",),
     "freeze_encoder": ("classify",),
     "layer_lr_decay": ("classify",),
     "adversarial_epsilon": ("classify",),

@@ -161,6 +161,7 @@ def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(r
         ("freeze_encoder", True, "tiny-lm"),
         ("layer_lr_decay", 0.8, "tiny-translate"),
         ("classifier_dropout", 0.3, "tiny-lm"),
+        ("bigram_dim", 16, "tiny-translate"),
         ("label_smoothing", 0.1, "tiny-lm"),
     ],
 )

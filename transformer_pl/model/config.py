@@ -40,6 +40,11 @@ class TransformerConfig:
     pad_token_id: int = 0
     layer_norm_eps: float = 1e-5
     attention_impl: AttentionImpl = "sdpa"
+    # Encoders: > 0 adds to each token's embedding a learned embedding of (previous token,
+    # token) hashed into this many rows of bigram_dim features (N-Grammer, Roy et al., 2022;
+    # model/transformer.py: BigramEmbedding); 0: off. Decoders do not read them.
+    bigram_buckets: int = 0
+    bigram_dim: int = 32
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
@@ -72,6 +77,11 @@ class TransformerConfig:
             raise ValueError(
                 f"pad_token_id must be in [0, vocab_size={self.vocab_size}), "
                 f"got {self.pad_token_id}"
+            )
+        if self.bigram_buckets < 0 or self.bigram_dim < 1:
+            raise ValueError(
+                f"bigram_buckets must be >= 0 and bigram_dim >= 1, got {self.bigram_buckets} "
+                f"and {self.bigram_dim}"
             )
         if self.layer_norm_eps <= 0:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")

@@ -232,17 +232,21 @@ def count_parameters(config: TransformerConfig, kind: ModelKind, num_labels: int
     final_norm = layer_norm if config.norm_first else 0
     stack_input = positional + final_norm  # per stack, besides its layers
     embedding = V * D
+    # Encoders only (BigramEmbedding): its table, row 0 for no pair included, and projection.
+    bigram_dim = config.bigram_dim
+    bigrams = (config.bigram_buckets + 1 + D) * bigram_dim if config.bigram_buckets else 0
     lm_head = 0 if config.tie_embeddings else D * V
     L = config.n_layers
     if kind == "mlm":
-        return embedding + stack_input + L * encoder_layer + lm_head
+        return embedding + bigrams + stack_input + L * encoder_layer + lm_head
     if kind == "causal":
         return embedding + stack_input + L * decoder_layer + lm_head
     if kind == "classifier":
-        return embedding + stack_input + L * encoder_layer + D * num_labels + num_labels
+        return embedding + bigrams + stack_input + L * encoder_layer + D * num_labels + num_labels
     if kind == "seq2seq":
         return (
             embedding
+            + bigrams
             + 2 * stack_input
             + L * encoder_layer
             + config.decoder_layers * cross_decoder_layer

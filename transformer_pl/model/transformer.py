@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformer_pl.model.attention import KVCache, MultiHeadAttention
@@ -145,13 +146,58 @@ class _Stack(nn.Module):
         return self.dropout(x)
 
 
+class BigramEmbedding(nn.Module):
+    """A learned vector for each (previous token, token) pair, hashed into `buckets` rows of
+    `dim` features and projected to d_model (N-Grammer, Roy et al., 2022, with hashed instead of
+    clustered ids). Two layers of attention combine the many weak phrase cues a review's
+    sentiment rests on poorly; this hands the encoder each phrase as one input (IMDB:
+    bench/RESULTS.md, session 23). Row 0 stands for no pair: the first token, padding."""
+
+    MULTIPLIER = 1_000_003  # a prime above any vocabulary size: pairs collide only by the modulo
+
+    def __init__(self, buckets: int, dim: int, d_model: int, pad_token_id: int) -> None:
+        super().__init__()
+        self.buckets = buckets
+        self.pad_token_id = pad_token_id
+        self.table = nn.Embedding(buckets + 1, dim, padding_idx=0)
+        self.projection = nn.Linear(dim, d_model, bias=False)
+        self.zero_start()
+
+    def zero_start(self) -> None:
+        """Zero the projection and the no-pair row: the encoder then starts as it would without
+        bigrams, and the rows learn once the projection has."""
+        with torch.no_grad():
+            self.projection.weight.zero_()
+            self.table.weight[0].zero_()
+
+    def bigram_ids(self, input_ids: Tensor) -> Tensor:
+        """(B, T) token ids -> (B, T) rows: 1 + hash(previous, token) mod buckets, 0 where either
+        is padding or there is no previous token."""
+        previous = F.pad(input_ids[:, :-1], (1, 0), value=self.pad_token_id)
+        ids = 1 + (previous * self.MULTIPLIER + input_ids) % self.buckets
+        no_pair = (previous == self.pad_token_id) | (input_ids == self.pad_token_id)
+        return ids.masked_fill(no_pair, 0)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.projection(self.table(self.bigram_ids(input_ids)))
+
+
 class Encoder(_Stack):
     """N encoder layers over embedded tokens: (B, T) ids -> (B, T, d_model) hidden states."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__(config)
         self.layers = nn.ModuleList(EncoderLayer(config, self.rope) for _ in range(config.n_layers))
+        self.bigrams = (
+            BigramEmbedding(
+                config.bigram_buckets, config.bigram_dim, config.d_model, config.pad_token_id
+            )
+            if config.bigram_buckets
+            else None
+        )
         init_weights(self, config.n_layers)
+        if self.bigrams is not None:
+            self.bigrams.zero_start()  # init_weights drew the projection at random
 
     def forward(
         self,
@@ -161,6 +207,11 @@ class Encoder(_Stack):
     ) -> Tensor:
         mask = padding_mask_or_none(attention_mask)
         positions = positions_from_mask(mask, 0, input_ids.size(1), input_ids.device)
+        if self.bigrams is not None:
+            bigrams = self.bigrams(input_ids)
+            embedding_perturbation = (
+                bigrams if embedding_perturbation is None else embedding_perturbation + bigrams
+            )
         x = self.embed(input_ids, positions, embedding_perturbation=embedding_perturbation)
         for layer in self.layers:
             x = layer(x, mask, positions)
@@ -174,6 +225,11 @@ class Decoder(_Stack):
 
     def __init__(self, config: TransformerConfig, cross_attention: bool) -> None:
         super().__init__(config)
+        if config.bigram_buckets and not cross_attention:
+            raise ValueError(
+                f"bigram_buckets={config.bigram_buckets}: bigram embeddings are an encoder's "
+                "input, a decoder-only model has none (set it to 0)"
+            )
         n_layers = config.decoder_layers if cross_attention else config.n_layers
         self.layers = nn.ModuleList(
             DecoderLayer(config, cross_attention, self.rope) for _ in range(n_layers)

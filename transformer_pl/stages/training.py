@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -355,6 +355,7 @@ def _classifier(params: Params, layout: Layout, config: Any) -> _Recipe:
     from transformer_pl.tasks import ClassifierTask
 
     settings = params.finetune
+    config = replace(config, bigram_buckets=settings.bigram_buckets, bigram_dim=settings.bigram_dim)
     label_names = params.dataset_spec.label_names or []
     datamodule = _finetune_data(ClassificationDataModule, params, layout)
     summary: dict[str, Any] = {"teacher": params.teacher or "none"}
