@@ -233,8 +233,7 @@ def count_parameters(config: TransformerConfig, kind: ModelKind, num_labels: int
     stack_input = positional + final_norm  # per stack, besides its layers
     embedding = V * D
     # Encoders only (BigramEmbedding): its table, row 0 for no pair included, and projection.
-    bigram_dim = config.bigram_dim
-    bigrams = (config.bigram_buckets + 1 + D) * bigram_dim if config.bigram_buckets else 0
+    bigrams = (config.bigram_buckets + 1 + D) * config.bigram_dim if config.bigram_buckets else 0
     lm_head = 0 if config.tie_embeddings else D * V
     L = config.n_layers
     if kind == "mlm":

@@ -130,17 +130,17 @@ class _Stack(nn.Module):
         input_ids: Tensor,
         positions: Tensor,
         past: int = 0,
-        embedding_perturbation: Tensor | None = None,
+        added: Tensor | None = None,
     ) -> Tensor:
-        """embedding_perturbation: (B, T, d_model), added to the token embeddings (adversarial
-        training moves them along the loss gradient)."""
+        """added: (B, T, d_model), added to the token embeddings: an encoder's bigram embeddings,
+        an adversarial perturbation (which moves them along the loss gradient)."""
         if past + input_ids.size(1) > self.config.max_len:
             raise ValueError(
                 f"sequence length {past + input_ids.size(1)} exceeds max_len={self.config.max_len}"
             )
         x = self.embedding(input_ids)
-        if embedding_perturbation is not None:
-            x = x + embedding_perturbation
+        if added is not None:
+            x = x + added
         if self.positional is not None:
             x = x + self.positional(positions)
         return self.dropout(x)
@@ -207,12 +207,11 @@ class Encoder(_Stack):
     ) -> Tensor:
         mask = padding_mask_or_none(attention_mask)
         positions = positions_from_mask(mask, 0, input_ids.size(1), input_ids.device)
+        added = embedding_perturbation
         if self.bigrams is not None:
             bigrams = self.bigrams(input_ids)
-            embedding_perturbation = (
-                bigrams if embedding_perturbation is None else embedding_perturbation + bigrams
-            )
-        x = self.embed(input_ids, positions, embedding_perturbation=embedding_perturbation)
+            added = bigrams if added is None else added + bigrams
+        x = self.embed(input_ids, positions, added=added)
         for layer in self.layers:
             x = layer(x, mask, positions)
         return self.norm(x)
