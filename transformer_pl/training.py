@@ -12,9 +12,11 @@ and weight initialisation is seeded too):
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -30,6 +32,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
 
+from transformer_pl.atomic import move_aside
 from transformer_pl.config import TrainerParams
 from transformer_pl.model import DecoderLayer, EncoderLayer
 from transformer_pl.precision import has_native_bf16
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 BEST_CHECKPOINT = "best"  # ModelCheckpoint adds ".ckpt"
+# What a checkpoint needs to resume from it: the task (checked against the one to train) and
+# where training stopped.
+RESUME_KEYS = frozenset({"hyper_parameters", "state_dict", "loops", "global_step"})
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
@@ -202,10 +208,30 @@ def _checkpoint_dir(trainer: pl.Trainer) -> Path:
     return Path(callback.dirpath)
 
 
-def _same_task(checkpoint_path: Path, task: pl.LightningModule) -> bool:
-    # mmap: only the hyper-parameters are read, not the weights and optimizer state.
-    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
-    return dict(saved.get("hyper_parameters", {})) == dict(task.hparams)
+def _read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at `path`, unpickled with `weights_only=True` (tensors, containers and
+    primitive values only: a planted pickle cannot run code), or None after moving aside a file
+    that does not load as a Lightning checkpoint (cut short, corrupt, or refused)."""
+    try:
+        # mmap: only the hyper-parameters are read here, not the weights and optimizer state.
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        refused = re.search(r"WeightsUnpickler error: ([^.]*)", str(error))
+        reason = refused[1] if refused else str(error).splitlines()[0]
+        move_aside(path, f"refused by the weights-only unpickler: {reason}")
+        return None
+    except Exception as error:  # torch raises whatever its zip reader met in a damaged file
+        first_sentence = str(error).splitlines()[0].split(". ")[0]
+        move_aside(path, f"not a loadable checkpoint: {first_sentence}")
+        return None
+    if (
+        not isinstance(saved, dict)
+        or not saved.keys() >= RESUME_KEYS
+        or not isinstance(saved["hyper_parameters"], dict)
+    ):
+        move_aside(path, f"not a Lightning checkpoint: {sorted(RESUME_KEYS)} expected")
+        return None
+    return saved
 
 
 def fit_or_resume(
@@ -217,8 +243,10 @@ def fit_or_resume(
     """`trainer.fit`, continuing from `<checkpoint_dir>/last.ckpt` when a previous run of the same
     task left one: weights, optimizer and scheduler state, global step and epoch are restored, so
     the run ends at the same max_steps/max_epochs as an uninterrupted one. A checkpoint saved with
-    other task hyper-parameters is ignored (the run starts over). Returns the checkpoint resumed
-    from, or None.
+    other task hyper-parameters is ignored (the run starts over); one that does not load is moved
+    aside with a warning naming it (the run starts over, instead of failing at every retry).
+    Checkpoints load with `weights_only=True` only: what resume needs is tensors and plain values.
+    Returns the checkpoint resumed from, or None.
 
     checkpoint_dir: defaults to the trainer's ModelCheckpoint directory.
 
@@ -228,11 +256,12 @@ def fit_or_resume(
     """
     last = Path(checkpoint_dir or _checkpoint_dir(trainer)) / LAST_CHECKPOINT
     resume_from: Path | None = None
-    if last.is_file():
-        if _same_task(last, task):
+    saved = _read_checkpoint(last) if last.is_file() else None
+    if saved is not None:
+        if dict(saved["hyper_parameters"]) == dict(task.hparams):
             resume_from = last
             log.info("resuming from %s", last)
         else:
             log.warning("ignoring %s: saved with other task hyper-parameters", last)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     return resume_from

@@ -445,7 +445,7 @@ def test_last_checkpoint_is_the_latest_validation_even_when_not_the_best(tmp_pat
     train("classifier", tmp_path, max_steps=6, val_check_interval=2)
 
     def step(name: str) -> int:
-        checkpoint = torch.load(tmp_path / "checkpoints" / name, weights_only=False, mmap=True)
+        checkpoint = torch.load(tmp_path / "checkpoints" / name, weights_only=True, mmap=True)
         return checkpoint["global_step"]
 
     assert step("best.ckpt") == 2  # the later validations scored worse: the case at stake
@@ -458,6 +458,49 @@ def test_checkpoint_of_another_task_configuration_is_not_resumed(tmp_path: Path)
     other = MaskedLMTask(tiny_config(), optim=OPTIM.model_copy(update={"learning_rate": 1e-3}))
     assert fit_or_resume(trainer, other, SyntheticDataModule("mlm")) is None
     assert trainer.global_step == 4
+
+
+class PlantedPickle:
+    """Unpickled, it creates `marker`: a stand-in for a checkpoint that runs a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return Path.touch, (self.marker,)
+
+
+def plant_checkpoint(last: Path, kind: str, marker: Path) -> None:
+    """Replace `last` (a real checkpoint) with what a crash or an attacker leaves there."""
+    if kind == "malicious pickle":
+        torch.save({"hyper_parameters": PlantedPickle(marker), "state_dict": {}}, last)
+    elif kind == "truncated":
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    elif kind == "empty":
+        last.write_bytes(b"")
+    else:  # loads, but is no Lightning checkpoint
+        torch.save(7, last)
+
+
+@pytest.mark.parametrize("kind", ["malicious pickle", "truncated", "empty", "not a checkpoint"])
+def test_unloadable_last_checkpoint_is_moved_aside_and_training_starts_over(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train("mlm", tmp_path, max_steps=8, crash_at_step=4)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    marker = tmp_path / "planted-pickle-ran"
+    plant_checkpoint(last, kind, marker)
+
+    rerun = train("mlm", tmp_path, max_steps=8)
+
+    assert not marker.exists(), "the planted pickle was executed"
+    assert rerun.resumed_from is None
+    assert rerun.trainer.global_step == 8
+    assert series(logged_metrics(tmp_path), "step")[0] < 4  # from scratch: steps 1-8
+    (aside,) = last.parent.glob("last.ckpt.corrupt-*")
+    assert f"{last} is unreadable" in caplog.text and aside.name in caplog.text
+    assert torch.load(last, weights_only=True)["global_step"] == 8  # a fresh one replaced it
 
 
 def test_same_seed_gives_identical_runs(tmp_path: Path) -> None:
