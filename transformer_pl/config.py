@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 DEFAULT_PROFILE = "default"
@@ -320,8 +328,12 @@ class EvaluateParams(Section):
     # Classification: fit a temperature on val for the served probabilities (calibration.py).
     calibrate: bool = True
     latency_examples: int = Field(64, ge=1)
-    baseline_c_grid: list[float] = [0.25, 1.0, 4.0, 16.0]
+    # TF-IDF baseline's inverse regularisation strengths, log-scale; extended past an edge while
+    # the best on val is there.
+    baseline_c_grid: list[PositiveFloat] = Field([0.25, 1.0, 4.0, 16.0, 64.0, 256.0], min_length=1)
     baseline_max_features: int | None = Field(None, gt=0)
+    # Resamples of the paired bootstrap interval of each model-minus-baseline difference.
+    bootstrap_resamples: int = Field(1000, ge=10)
     samples: int = Field(5, ge=0)  # test examples shown with the model's output (samples.json)
     prompts: list[str] = ["The", "In 1999 ,"]  # language models: continued greedily and sampled
 
@@ -341,12 +353,12 @@ class DecodeParams(Section):
     length_penalty: float = Field(0.6, ge=0)  # translation: score / length^length_penalty
 
 
-# Per task: the test metric a new version must improve on to become champion, and whether
-# higher is better.
+# Per task: the validation metric a new version must improve on to become champion, and
+# whether higher is better. Test metrics are reported, never used to choose.
 HEADLINE_METRICS: dict[str, tuple[str, bool]] = {
-    "classify": ("test_accuracy", True),
-    "lm": ("test_perplexity", False),
-    "translate": ("test_bleu", True),
+    "classify": ("val_accuracy", True),
+    "lm": ("val_perplexity", False),
+    "translate": ("val_bleu", True),
 }
 
 
@@ -354,9 +366,20 @@ class RegisterParams(Section):
     # Default: transformer-pl-<dataset>, plus -<source>-<target> for translation (a model per
     # direction: their scores do not compare).
     model_name: str | None = None
-    metric: str | None = None  # default: the task's HEADLINE_METRICS entry
+    # A validation metric of evaluate (val_*); default: the task's HEADLINE_METRICS entry.
+    metric: str | None = None
     greater_is_better: bool | None = None  # default: the headline metric's direction, else True
     champion_margin: float = Field(0.0, ge=0)
+
+    @field_validator("metric")
+    @classmethod
+    def _a_validation_metric(cls, metric: str | None) -> str | None:
+        if metric is not None and not metric.startswith("val_"):
+            raise ValueError(
+                f"'{metric}' is not a validation metric: promotion decides on val_* metrics "
+                "only (the test split is reported, never used to choose), e.g. val_accuracy"
+            )
+        return metric
 
 
 class TrackingParams(Section):

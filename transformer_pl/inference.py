@@ -141,14 +141,25 @@ def line_stream(tokenizer: Tokenizer, texts: Sequence[str]) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-@torch.no_grad()
 def corpus_nll(
     model: CausalLanguageModel,
     stream: np.ndarray,
     block_size: int,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> float:
-    """Summed negative log-likelihood (nats) of stream[1:], each id predicted once.
+    """Summed negative log-likelihood (nats) of stream[1:], each id predicted once
+    (`token_nll`)."""
+    return float(token_nll(model, stream, block_size, batch_size).sum())
+
+
+@torch.no_grad()
+def token_nll(
+    model: CausalLanguageModel,
+    stream: np.ndarray,
+    block_size: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> np.ndarray:
+    """The negative log-likelihood (nats) of each id of stream[1:], in order.
 
     The stream is cut into windows of block_size + 1 ids that overlap by one, so the last id of a
     window is the first input of the next: every id is predicted, from the ids before it in its
@@ -156,15 +167,14 @@ def corpus_nll(
     """
     starts = range(0, len(stream) - 1, block_size)
     windows = [torch.from_numpy(stream[start : start + block_size + 1]) for start in starts]
-    total = 0.0
+    losses: list[np.ndarray] = []
     for batch in _batches(windows, batch_size):
         inputs = pad_right([window[:-1] for window in batch])
         targets = pad_right([window[1:] for window in batch], value=-100)
         logits = model(inputs, (inputs != PAD_ID).long()).logits
-        total += float(
-            F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
-        )
-    return total
+        nll = F.cross_entropy(logits.transpose(1, 2).float(), targets, reduction="none")
+        losses += [row[: len(window) - 1].double().numpy() for row, window in zip(nll, batch)]
+    return np.concatenate(losses) if losses else np.zeros(0)
 
 
 def pad_right(sequences: Sequence[Tensor], value: int = PAD_ID) -> Tensor:

@@ -27,7 +27,8 @@ the code it was registered with.
 
 Aliases replace stages: `challenger` is the latest registered version, `champion` the one that
 serves. A new version takes `champion` only when it beats the current champion by more than a
-margin on the chosen metric; the first version is champion at once.
+margin on the chosen *validation* metric, measured on the same validation data; the first
+version is champion at once. Registration is a recoverable transaction (`register_model`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -77,6 +78,13 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 FINGERPRINT_TAG = "fingerprint"
 METRIC_TAG_PREFIX = "metric."
+VALIDATION_PREFIX = "val_"  # the only metrics promotion may decide on
+EVALUATION_DATA_TAG = (
+    "evaluation_data"  # fingerprint of the validation data a version was scored on
+)
+DECISION_TAG_PREFIX = "decision."
+STATE_TAG = "registration"  # pending from version creation until the aliases have moved
+PENDING, COMPLETE = "pending", "complete"
 TEXT_COLUMN = "text"
 PROBABILITY_PREFIX = "probability_"
 
@@ -446,7 +454,8 @@ PYFUNC_MODELS: dict[str, type[mlflow.pyfunc.PythonModel]] = {
 class RegistrationDecision:
     """What `register_model` did. `version` is the new version, or (when `registered` is False)
     the existing version with the same fingerprint. `champion_metric` is the metric of the
-    champion the challenger was compared with (None when there was none)."""
+    champion the challenger was compared with (None when there was none, or when it was
+    evaluated on other data and so not compared)."""
 
     model_name: str
     version: str
@@ -456,6 +465,8 @@ class RegistrationDecision:
     metric_key: str
     challenger_metric: float | None
     champion_metric: float | None
+    evaluation_data: str
+    champion_evaluation_data: str | None
     reason: str
 
 
@@ -469,6 +480,17 @@ def registration_fingerprint(
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+class RegistryError(RuntimeError):
+    """The registry refused a request for good (not a transient outage): retrying cannot help,
+    and the message says what to do."""
+
+
+# MLflow error codes of a registry that is down or busy: the request may succeed if retried.
+TRANSIENT_ERROR_CODES = frozenset(
+    {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
+)
+
+
 def register_model(
     bundle_dir: str | Path,
     tokenizer_path: str | Path,
@@ -479,45 +501,42 @@ def register_model(
     metric_key: str,
     champion_margin: float,
     fingerprint: str,
+    evaluation_data: str,
     greater_is_better: bool = True,
     run_id: str | None = None,
     bundle_fields: Mapping[str, Any] | None = None,
 ) -> RegistrationDecision:
     """Log the bundle as a pyfunc model, register it as a new version of `model_name` and move
     the aliases: `challenger` always, `champion` when the new version beats the champion's
-    `metric_key` by more than `champion_margin` (or there is no champion yet).
+    `metric_key` (a validation metric) by more than `champion_margin` on the same validation
+    data (`evaluation_data`, a fingerprint of it), or when there is no champion yet. A champion
+    evaluated on other data is never compared: the new version stays challenger, and a person
+    moves `champion` (`tpl promote`).
+
+    A recoverable transaction: the version is created tagged `registration=pending`, the
+    decision is written on it, the aliases move, and only then is it tagged `complete`. A rerun
+    after a crash anywhere in between finds the pending version by its `fingerprint` and
+    finishes it as decided (see `registration_fingerprint`); a complete version with the same
+    fingerprint means nothing changed, and nothing is logged or registered.
 
     `bundle_fields` are added to the registered bundle's config.json (a sequence bundle's
-    `decoding` defaults). Idempotent: when a version with the same `fingerprint` exists (see
-    `registration_fingerprint`), nothing is logged or registered and the decision says so.
-    The decision is logged to run `run_id`, else the active run, else a new run.
+    `decoding` defaults). The decision is logged to run `run_id`, else the active run, else a
+    new run. A registry that refuses a request for good raises `RegistryError`.
     """
+    if not metric_key.startswith(VALIDATION_PREFIX):
+        raise ValueError(
+            f"the registry decides on validation metrics only ({VALIDATION_PREFIX}*), got "
+            f"'{metric_key}': the test split is reported, never used to choose"
+        )
     if metric_key not in metrics:
         raise ValueError(f"metric '{metric_key}' is not among the metrics: {sorted(metrics)}")
     client = MlflowClient()
-    champion = _version_by_alias(client, model_name, CHAMPION)
-    champion_metric = _metric_of(champion, metric_key)
-
-    with _registration_run(run_id):
+    with _permanent_errors_named(model_name), _registration_run(run_id):
         existing = _version_by_fingerprint(client, model_name, fingerprint)
-        if existing is not None:
-            decision = RegistrationDecision(
-                model_name=model_name,
-                version=str(existing.version),
-                registered=False,
-                promoted=False,
-                champion_version=str(champion.version) if champion else None,
-                metric_key=metric_key,
-                challenger_metric=_metric_of(existing, metric_key),
-                champion_metric=champion_metric,
-                reason=f"unchanged: version {existing.version} has the same fingerprint",
-            )
+        if existing is not None and existing.tags.get(STATE_TAG, COMPLETE) == COMPLETE:
+            decision = _unchanged(client, existing, metric_key, evaluation_data)
         else:
-            challenger_metric = float(metrics[metric_key])
-            promoted, reason = _should_promote(
-                challenger_metric, champion, champion_metric, champion_margin, greater_is_better
-            )
-            version = _log_and_register(
+            version = existing or _log_and_register(
                 bundle_dir,
                 tokenizer_path,
                 model_name=model_name,
@@ -527,35 +546,120 @@ def register_model(
                     **{key: str(value) for key, value in tags.items()},
                     **{f"{METRIC_TAG_PREFIX}{key}": str(value) for key, value in metrics.items()},
                     FINGERPRINT_TAG: fingerprint,
+                    EVALUATION_DATA_TAG: evaluation_data,
+                    STATE_TAG: PENDING,
                 },
             )
-            client.set_registered_model_alias(model_name, CHALLENGER, version)
-            if promoted:
-                client.set_registered_model_alias(model_name, CHAMPION, version)
-            decision = RegistrationDecision(
-                model_name=model_name,
-                version=version,
-                registered=True,
-                promoted=promoted,
-                champion_version=version if promoted else str(champion.version),
+            decision = _recorded_decision(version) or _decide(
+                client,
+                version,
                 metric_key=metric_key,
-                challenger_metric=challenger_metric,
-                champion_metric=champion_metric,
-                reason=reason,
+                challenger_metric=float(metrics[metric_key]),
+                evaluation_data=evaluation_data,
+                margin=champion_margin,
+                greater_is_better=greater_is_better,
             )
+            _complete(client, decision)
         _log_decision(decision)
     return decision
+
+
+def _decide(
+    client: MlflowClient,
+    version: ModelVersion,
+    *,
+    metric_key: str,
+    challenger_metric: float,
+    evaluation_data: str,
+    margin: float,
+    greater_is_better: bool,
+) -> RegistrationDecision:
+    """Compare the new version with the champion and write the decision on the version, before
+    any alias moves: a rerun after a crash then carries out this decision, not a new one."""
+    champion = _version_by_alias(client, version.name, CHAMPION)
+    champion_data = champion.tags.get(EVALUATION_DATA_TAG) if champion else None
+    same_data = champion is not None and champion_data == evaluation_data
+    champion_metric = _metric_of(champion, metric_key) if same_data else None
+    promoted, reason = _should_promote(
+        challenger_metric, champion, champion_metric, same_data, margin, greater_is_better
+    )
+    decision = RegistrationDecision(
+        model_name=version.name,
+        version=str(version.version),
+        registered=True,
+        promoted=promoted,
+        champion_version=str(version.version) if promoted else str(champion.version),
+        metric_key=metric_key,
+        challenger_metric=challenger_metric,
+        champion_metric=champion_metric,
+        evaluation_data=evaluation_data,
+        champion_evaluation_data=champion_data,
+        reason=reason,
+    )
+    for field, value in asdict(decision).items():
+        client.set_model_version_tag(
+            version.name, str(version.version), f"{DECISION_TAG_PREFIX}{field}", json.dumps(value)
+        )
+    return decision
+
+
+def _recorded_decision(version: ModelVersion) -> RegistrationDecision | None:
+    """The decision an interrupted registration wrote on its version, or None if it wrote none
+    (or only part of one: then it is decided again, nothing having moved yet)."""
+    recorded = {
+        key.removeprefix(DECISION_TAG_PREFIX): json.loads(value)
+        for key, value in version.tags.items()
+        if key.startswith(DECISION_TAG_PREFIX)
+    }
+    if set(recorded) != {field.name for field in fields(RegistrationDecision)}:
+        return None
+    return RegistrationDecision(**recorded)
+
+
+def _complete(client: MlflowClient, decision: RegistrationDecision) -> None:
+    """Move the aliases the decision calls for, then mark the version complete (last)."""
+    client.set_registered_model_alias(decision.model_name, CHALLENGER, decision.version)
+    if decision.promoted:
+        client.set_registered_model_alias(decision.model_name, CHAMPION, decision.version)
+    client.set_model_version_tag(decision.model_name, decision.version, STATE_TAG, COMPLETE)
+
+
+def _unchanged(
+    client: MlflowClient, existing: ModelVersion, metric_key: str, evaluation_data: str
+) -> RegistrationDecision:
+    champion = _version_by_alias(client, existing.name, CHAMPION)
+    return RegistrationDecision(
+        model_name=existing.name,
+        version=str(existing.version),
+        registered=False,
+        promoted=False,
+        champion_version=str(champion.version) if champion else None,
+        metric_key=metric_key,
+        challenger_metric=_metric_of(existing, metric_key),
+        champion_metric=_metric_of(champion, metric_key),
+        evaluation_data=evaluation_data,
+        champion_evaluation_data=champion.tags.get(EVALUATION_DATA_TAG) if champion else None,
+        reason=f"unchanged: version {existing.version} has the same fingerprint",
+    )
 
 
 def _should_promote(
     challenger_metric: float,
     champion: ModelVersion | None,
     champion_metric: float | None,
+    same_data: bool,
     margin: float,
     greater_is_better: bool,
 ) -> tuple[bool, str]:
     if champion is None:
         return True, "first version: no champion yet"
+    if not same_data:
+        return False, (
+            f"not compared: champion version {champion.version} was evaluated on other "
+            "validation data (another dataset version, split or profile); versions evaluated "
+            "on different data never compete. Move champion by hand if this one should serve: "
+            f"tpl promote --model {champion.name} --version <version>"
+        )
     if champion_metric is None:
         # The metric changed since the champion was registered: the two cannot be compared, and
         # keeping a champion no version can ever beat would freeze the registry.
@@ -569,6 +673,16 @@ def _should_promote(
     return False, f"does not beat the champion by more than {margin:g}: {comparison}"
 
 
+def promote(model_name: str, version: str) -> None:
+    """Point `champion` at `version` by hand (the registry never promotes across different
+    validation data on its own), recording who decided on the version."""
+    client = MlflowClient()
+    with _permanent_errors_named(model_name):
+        client.get_model_version(model_name, version)  # fails clearly if there is no such version
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+        client.set_model_version_tag(model_name, version, "decision.manual_promotion", "true")
+
+
 def _log_and_register(
     bundle_dir: str | Path,
     tokenizer_path: str | Path,
@@ -577,7 +691,7 @@ def _log_and_register(
     metrics: Mapping[str, float],
     bundle_fields: Mapping[str, Any],
     version_tags: dict[str, str],
-) -> str:
+) -> ModelVersion:
     """Log the pyfunc model to the active run and register it; returns the new version."""
     task = bundle_task(bundle_dir)
     pyfunc_class = PYFUNC_MODELS.get(task)
@@ -606,8 +720,7 @@ def _log_and_register(
             pip_requirements=_pip_requirements(),
         )
     mlflow.log_metrics(dict(metrics), model_id=model_info.model_id)
-    registered = mlflow.register_model(model_info.model_uri, model_name, tags=version_tags)
-    return str(registered.version)
+    return mlflow.register_model(model_info.model_uri, model_name, tags=version_tags)
 
 
 def _pip_requirements() -> list[str]:
@@ -627,6 +740,21 @@ def _registration_run(run_id: str | None) -> Iterator[None]:
         return
     with mlflow.start_run(run_id=run_id, nested=active is not None):
         yield
+
+
+@contextmanager
+def _permanent_errors_named(model_name: str) -> Iterator[None]:
+    """An MLflow error that retrying cannot fix becomes a `RegistryError` saying so."""
+    try:
+        yield
+    except MlflowException as error:
+        if error.error_code in TRANSIENT_ERROR_CODES:
+            raise
+        raise RegistryError(
+            f"the model registry refused a request for '{model_name}' ({error.error_code}): "
+            f"{error.message}. Retrying will not help: check the tracking URI "
+            f"({mlflow.get_tracking_uri()}), the model's versions and aliases, and permissions"
+        ) from error
 
 
 def _log_decision(decision: RegistrationDecision) -> None:
@@ -651,12 +779,17 @@ def _log_decision(decision: RegistrationDecision) -> None:
 
 
 def _version_by_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    """The version `alias` points to; None when the model or the alias does not exist. Read
+    from the model's alias map: a lookup of a missing alias answers with an error code that
+    differs between MLflow versions and backends."""
     try:
-        return client.get_model_version_by_alias(model_name, alias)
+        model = client.get_registered_model(model_name)
     except MlflowException as error:
         if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             return None
         raise
+    version = model.aliases.get(alias)
+    return None if version is None else client.get_model_version(model_name, str(version))
 
 
 def _version_by_fingerprint(

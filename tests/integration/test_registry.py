@@ -6,6 +6,7 @@ translators: registered with their decoding defaults, served with per-request pa
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from transformer_pl.registry import (
     CHAMPION,
     FINGERPRINT_TAG,
     RegistrationDecision,
+    RegistryError,
     classify_texts,
     load_champion,
     load_classifier_bundle,
@@ -136,9 +138,10 @@ def register(
     accuracy: float,
     data_hash: str,
     margin: float = 0.0,
-    metric_key: str = "test_accuracy",
+    metric_key: str = "val_accuracy",
     greater_is_better: bool = True,
     bundle_fields: dict[str, Any] | None = None,
+    evaluation_data: str = "val-v1",
 ) -> tuple[RegistrationDecision, str]:
     fingerprint = registration_fingerprint("abc123", {"data/processed": data_hash}, {"seed": 42})
     with mlflow.start_run(experiment_id=experiment_id) as run:
@@ -146,7 +149,7 @@ def register(
             bundle_dir,
             tokenizer_path,
             model_name=model_name,
-            metrics={"test_accuracy": accuracy, "test_loss": 1.0 - accuracy},
+            metrics={"val_accuracy": accuracy, "val_loss": 1.0 - accuracy},
             tags={
                 "git.commit": "abc123",
                 "dvc.data/processed": data_hash,
@@ -156,6 +159,7 @@ def register(
             greater_is_better=greater_is_better,
             champion_margin=margin,
             fingerprint=fingerprint,
+            evaluation_data=evaluation_data,
             bundle_fields=bundle_fields,
         )
     return decision, run.info.run_id
@@ -183,10 +187,13 @@ def test_first_version_is_champion_with_lineage_tags_and_logged_decision(
     assert tags["git.commit"] == "abc123"
     assert tags["dvc.data/processed"] == "d1"
     assert tags["prefect.flow_run_id"] == "r1"
-    assert float(tags["metric.test_accuracy"]) == 0.8
+    assert float(tags["metric.val_accuracy"]) == 0.8
     assert len(tags[FINGERPRINT_TAG]) == 64
+    assert tags["registration"] == "complete" and tags["evaluation_data"] == "val-v1"
+    assert json.loads(tags["decision.promoted"]) is True
+    assert "first version" in json.loads(tags["decision.reason"])
     run = MlflowClient().get_run(run_id)
-    assert run.data.metrics["challenger_test_accuracy"] == 0.8
+    assert run.data.metrics["challenger_val_accuracy"] == 0.8
     assert run.data.tags["registry.promoted"] == "true"
     assert run.data.tags["registry.version"] == "1"
 
@@ -234,7 +241,7 @@ def test_a_lower_loss_takes_champion_when_lower_is_better(
             model_name="by-loss",
             accuracy=accuracy,
             data_hash=data_hash,
-            metric_key="test_loss",
+            metric_key="val_loss",
             greater_is_better=False,
         )
         return decision
@@ -263,6 +270,114 @@ def test_same_fingerprint_registers_nothing_new(
     assert "unchanged" in again.reason
     assert len(MlflowClient().search_model_versions("name = 'idem'")) == 1
     assert MlflowClient().get_run(run_id).data.tags["registry.registered"] == "false"
+
+
+def test_versions_scored_on_other_validation_data_never_compete(
+    bundle_dir: Path, tokenizer_path: Path, experiment_id: str
+) -> None:
+    register(
+        bundle_dir, tokenizer_path, experiment_id, model_name="data", accuracy=0.80, data_hash="d1"
+    )
+    # A much "better" figure on another val set (a tiny profile's, say) does not dethrone it.
+    other, _ = register(
+        bundle_dir,
+        tokenizer_path,
+        experiment_id,
+        model_name="data",
+        accuracy=0.99,
+        data_hash="d2",
+        evaluation_data="val-tiny",
+    )
+    assert other.registered and not other.promoted
+    assert other.champion_metric is None and other.champion_evaluation_data == "val-v1"
+    assert "other validation data" in other.reason
+    assert aliases("data") == {CHAMPION: "1", CHALLENGER: "2"}
+
+
+class Interrupted(BaseException):
+    """Stands for the process being killed (not an Exception: nothing may catch it)."""
+
+
+@pytest.mark.parametrize("with_champion", [False, True])
+def test_a_registration_killed_before_its_aliases_moved_is_completed_by_the_rerun(
+    bundle_dir: Path,
+    tokenizer_path: Path,
+    experiment_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    with_champion: bool,
+) -> None:
+    name = f"killed-{with_champion}"
+    if with_champion:
+        register(
+            bundle_dir, tokenizer_path, experiment_id, model_name=name, accuracy=0.7, data_hash="d0"
+        )
+    set_alias = MlflowClient.set_registered_model_alias
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise Interrupted
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", killed)
+    with pytest.raises(Interrupted):
+        register(
+            bundle_dir, tokenizer_path, experiment_id, model_name=name, accuracy=0.8, data_hash="d1"
+        )
+    new_version = "2" if with_champion else "1"
+    pending = MlflowClient().get_model_version(name, new_version)
+    assert pending.tags["registration"] == "pending"
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", set_alias)
+    rerun, _ = register(
+        bundle_dir, tokenizer_path, experiment_id, model_name=name, accuracy=0.8, data_hash="d1"
+    )
+    assert rerun.registered and rerun.promoted and rerun.version == new_version
+    assert aliases(name) == {CHAMPION: new_version, CHALLENGER: new_version}
+    assert MlflowClient().get_model_version(name, new_version).tags["registration"] == "complete"
+    assert len(MlflowClient().search_model_versions(f"name = '{name}'")) == int(new_version)
+
+    again, _ = register(
+        bundle_dir, tokenizer_path, experiment_id, model_name=name, accuracy=0.8, data_hash="d1"
+    )
+    assert not again.registered and "unchanged" in again.reason
+
+
+def test_a_permanent_registry_error_is_named_and_a_transient_one_left_to_retries(
+    bundle_dir: Path, tokenizer_path: Path, experiment_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
+    def refuse(code: int) -> Any:
+        def set_alias(*args: Any, **kwargs: Any) -> None:
+            raise MlflowException("refused", error_code=code)
+
+        return set_alias
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", refuse(INVALID_PARAMETER_VALUE))
+    with pytest.raises(RegistryError, match="Retrying will not help"):
+        register(
+            bundle_dir, tokenizer_path, experiment_id, model_name="err", accuracy=0.8, data_hash="a"
+        )
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", refuse(INTERNAL_ERROR))
+    with pytest.raises(MlflowException) as transient:
+        register(
+            bundle_dir, tokenizer_path, experiment_id, model_name="err", accuracy=0.8, data_hash="a"
+        )
+    assert not isinstance(transient.value, RegistryError)
+
+
+def test_promotion_on_a_test_metric_is_refused(
+    bundle_dir: Path, tokenizer_path: Path, experiment_id: str
+) -> None:
+    with pytest.raises(ValueError, match="validation metrics only"):
+        register(
+            bundle_dir,
+            tokenizer_path,
+            experiment_id,
+            model_name="on-test",
+            accuracy=0.8,
+            data_hash="d1",
+            metric_key="test_accuracy",
+        )
 
 
 def test_registration_fingerprint_covers_commit_data_and_params() -> None:

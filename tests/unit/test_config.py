@@ -109,16 +109,20 @@ def test_the_task_decides_pretraining_model_name_and_champion_metric(raw):
         parse_params(raw, name) for name in ("tiny", "tiny-lm", "tiny-translate")
     )
     assert (imdb.pretraining, imdb.model_name) == ("ppmi_svd", "transformer-pl-imdb")
-    assert imdb.registration_metric == ("test_accuracy", True)
-    assert lm.dataset_spec.task == "lm" and lm.registration_metric == ("test_perplexity", False)
+    assert imdb.registration_metric == ("val_accuracy", True)
+    assert lm.dataset_spec.task == "lm" and lm.registration_metric == ("val_perplexity", False)
     # A translation model per direction: de→en and en→de scores do not compare.
     assert translate.model_name == "transformer-pl-multi30k-de-en"
-    assert translate.registration_metric == ("test_bleu", True)
+    assert translate.registration_metric == ("val_bleu", True)
     raw["datasets"]["multi30k"] |= {"source_language": "en", "target_language": "de"}
     assert parse_params(raw, "tiny-translate").model_name == "transformer-pl-multi30k-en-de"
     # A named metric without a direction is one to maximise.
+    raw["register"]["metric"] = "val_chrf"
+    assert parse_params(raw, "tiny-translate").registration_metric == ("val_chrf", True)
+    # Promotion never decides on test: a test metric is refused at load.
     raw["register"]["metric"] = "test_chrf"
-    assert parse_params(raw, "tiny-translate").registration_metric == ("test_chrf", True)
+    with pytest.raises(ConfigError, match="register.metric"):
+        parse_params(raw, "tiny-translate")
 
 
 def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(raw):

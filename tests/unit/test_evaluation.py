@@ -12,6 +12,8 @@ import pytest
 
 from transformer_pl.evaluation import (
     bleu_and_chrf,
+    bleu_from_statistics,
+    bleu_statistics,
     classification_report,
     count_words,
     expected_calibration_error,
@@ -152,3 +154,14 @@ def test_bleu_and_chrf_with_signatures():
     assert "tok:13a" in perfect["bleu_signature"] and "version:" in perfect["chrf_signature"]
     with pytest.raises(ValueError):
         bleu_and_chrf(["one"], references)
+
+
+def test_bleu_statistics_sum_to_the_corpus_score():
+    hypotheses = ["the cat sat on the mat", "a dog barks loudly", "hello world"]
+    references = ["the cat sat on a mat", "the dog barks loudly", "hello there world"]
+    statistics = bleu_statistics(hypotheses, references)
+    assert statistics.shape[0] == 3
+    corpus = bleu_and_chrf(hypotheses, references)["bleu"]
+    assert bleu_from_statistics(statistics.sum(axis=0)) == pytest.approx(corpus)
+    first_two = bleu_and_chrf(hypotheses[:2], references[:2])["bleu"]
+    assert bleu_from_statistics(statistics[:2].sum(axis=0)) == pytest.approx(first_two)

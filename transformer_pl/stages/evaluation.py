@@ -28,43 +28,69 @@ from transformer_pl.stages.layout import Layout
 EVALUATION_METRICS = f"{Layout.METRICS}/evaluate.json"
 SAMPLES = f"{Layout.METRICS}/samples.json"
 REGISTRATION_REPORT = f"{Layout.METRICS}/register.json"
+# Per-example predictions of the model and its baselines, one Parquet file per scored split.
+PREDICTIONS = f"{Layout.METRICS}/predictions"
 PROFILE_KEYS = ("profile", "profiles")
-Evaluation = tuple[dict[str, Any], list[dict[str, Any]]]  # (metrics, samples)
+SCORED_SPLITS = ("val", "test")
+# (metrics, samples, per-example predictions by split)
+Evaluation = tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]
 
 
 def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
-    """Test metrics (flat keys, the same in every run of a task, so the MLflow UI lines runs and
-    the baseline up), samples of the model's outputs, and plots where the task has them."""
+    """Val and test metrics of the model and its baselines (flat keys, the same in every run of a
+    task, so the MLflow UI lines runs up), the paired difference from each baseline with its 95%
+    interval, the per-example predictions behind them (Parquet, one file per split), samples of
+    the model's outputs, and plots where the task has them.
+
+    This is the one stage that reads the test split. Val figures are what later choices use
+    (register promotes on them); test figures are reported, never used to choose."""
     from transformer_pl.data import read_frames
     from transformer_pl.registry import bundle_task
 
     task = bundle_task(layout / Layout.FINETUNED)
     frames = read_frames(layout / Layout.SPLITS)
-    if "test" not in frames:
-        raise StageError(f"{Layout.SPLITS} has no test split: run split")
-    # Replaced whole: plots of an earlier run (another task's, say) must not linger.
-    plots_dir = layout / Layout.PLOTS
-    if plots_dir.exists():
-        shutil.rmtree(plots_dir)
-    plots_dir.mkdir(parents=True)
+    if "test" not in frames or "val" not in frames:
+        raise StageError(f"{Layout.SPLITS} needs a val and a test split: run split")
+    # Replaced whole: plots and predictions of an earlier run (another task's) must not linger.
+    plots_dir, predictions_dir = layout / Layout.PLOTS, layout / PREDICTIONS
+    for folder in (plots_dir, predictions_dir):
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
     evaluators: dict[str, Callable[..., Evaluation]] = {
         "classify": _classifier,
         "clm": _language_model,
         "translate": _translator,
     }
-    metrics, samples = evaluators[task](params, layout, frames, plots_dir)
-    write_json(layout / EVALUATION_METRICS, {"dataset": params.dataset, **metrics})
+    metrics, samples, predictions = evaluators[task](params, layout, frames, plots_dir)
+    for split, frame in predictions.items():
+        frame.to_parquet(predictions_dir / f"{split}.parquet", index=False)
+    summary = {"dataset": params.dataset, "val_fingerprint": _fingerprint(frames["val"]), **metrics}
+    write_json(layout / EVALUATION_METRICS, summary)
     write_json(layout / SAMPLES, {"dataset": params.dataset, "task": task, "samples": samples})
-    return {"dataset": params.dataset, **metrics}
+    return summary
+
+
+def _fingerprint(frame: Any) -> str:
+    """sha256 of a split's rows as the models read them: equal only for the same data in the
+    same order, whatever profile or run produced it."""
+    import hashlib
+
+    columns = [column for column in ("text", "target", "label") if column in frame]
+    digest = hashlib.sha256()
+    for row in frame[columns].itertuples(index=False):
+        digest.update(json.dumps(list(row), default=str).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def _classifier(
     params: Params, layout: Layout, frames: dict[str, Any], plots_dir: Path
 ) -> Evaluation:
-    """Through `classify_texts`, as served, beside a TF-IDF + logistic-regression baseline."""
+    """Through `classify_texts`, as served, beside TF-IDF + logistic regression and NBSVM, both
+    with C chosen on val."""
     import numpy as np
+    import pandas as pd
 
-    from transformer_pl.baseline import fit_tfidf_baseline
     from transformer_pl.calibration import apply_temperature, fit_temperature
     from transformer_pl.evaluation import (
         classification_report,
@@ -73,72 +99,97 @@ def _classifier(
         write_classification_plots,
     )
     from transformer_pl.registry import classify_texts, load_classifier_bundle
+    from transformer_pl.significance import compare_accuracy
 
     settings = params.evaluate
     model, tokenizer, bundle = load_classifier_bundle(
         layout / Layout.FINETUNED, layout / Layout.TOKENIZER
     )
-    test_texts = frames["test"]["text"].tolist()
-    y_true = frames["test"]["label"].to_numpy(dtype=np.int64)
+    texts = {split: frames[split]["text"].tolist() for split in SCORED_SPLITS}
+    labels = {split: frames[split]["label"].to_numpy(dtype=np.int64) for split in SCORED_SPLITS}
     label_names = list(bundle.label_names)
     probability_columns = [f"probability_{name}" for name in label_names]
 
     started = time.perf_counter()
-    predictions = classify_texts(model, tokenizer, bundle, test_texts, settings.batch_size)
+    test_predictions = classify_texts(model, tokenizer, bundle, texts["test"], settings.batch_size)
     predict_seconds = time.perf_counter() - started
-    raw_probabilities = predictions[probability_columns].to_numpy()
-    calibration: dict[str, float] = {"calibration_temperature": bundle.temperature}
-    probabilities = raw_probabilities
+    raw = {
+        "test": test_predictions[probability_columns].to_numpy(),
+        "val": classify_texts(model, tokenizer, bundle, texts["val"], settings.batch_size)[
+            probability_columns
+        ].to_numpy(),
+    }
+    metrics: dict[str, Any] = {"calibration_temperature": bundle.temperature}
+    probabilities = raw
     if settings.calibrate:
         # Fitted on val, which training did not fit on; register serves the model with it.
-        val_probabilities = classify_texts(
-            model, tokenizer, bundle, frames["val"]["text"].tolist(), settings.batch_size
-        )[probability_columns].to_numpy()
-        temperature = fit_temperature(
-            frames["val"]["label"].to_numpy(dtype=np.int64), val_probabilities
-        )
-        probabilities = apply_temperature(raw_probabilities, temperature)
+        temperature = fit_temperature(labels["val"], raw["val"])
+        probabilities = {split: apply_temperature(raw[split], temperature) for split in raw}
         uncalibrated = classification_report(
-            y_true, raw_probabilities, label_names, settings.calibration_bins
+            labels["test"], raw["test"], label_names, settings.calibration_bins
         )
-        calibration = {
+        metrics |= {
             "calibration_temperature": temperature,
             "test_log_loss_uncalibrated": uncalibrated["log_loss"],
             "test_ece_uncalibrated": uncalibrated["ece"],
         }
-        predictions[probability_columns] = probabilities
-    report = classification_report(y_true, probabilities, label_names, settings.calibration_bins)
+        test_predictions[probability_columns] = probabilities["test"]
+    report = classification_report(
+        labels["test"], probabilities["test"], label_names, settings.calibration_bins
+    )
     model_scalars, _ = split_scalars(report)
-
-    baseline = fit_tfidf_baseline(
-        frames["train"]["text"].tolist(),
-        frames["train"]["label"].to_numpy(dtype=np.int64),
-        frames["val"]["text"].tolist(),
-        frames["val"]["label"].to_numpy(dtype=np.int64),
-        c_grid=settings.baseline_c_grid,
-        max_features=settings.baseline_max_features,
-        seed=params.seed,
+    metrics |= {f"test_{key}": value for key, value in model_scalars.items()}
+    val_report = classification_report(
+        labels["val"], probabilities["val"], label_names, settings.calibration_bins
     )
-    baseline_report = classification_report(
-        y_true, baseline.predict_proba(test_texts), label_names, settings.calibration_bins
-    )
-    baseline_scalars, _ = split_scalars(baseline_report)
+    metrics |= {f"val_{key}": val_report[key] for key in ("accuracy", "f1_macro", "log_loss")}
 
-    latency = measure_latency(
+    baselines = _classification_baselines(params, layout, frames, texts, labels, bundle.num_labels)
+    predicted = {
+        split: {"model": probabilities[split].argmax(axis=1)}
+        | {name: fit["probabilities"][split].argmax(axis=1) for name, fit in baselines.items()}
+        for split in SCORED_SPLITS
+    }
+    for name, fit in baselines.items():
+        baseline_report = classification_report(
+            labels["test"], fit["probabilities"]["test"], label_names, settings.calibration_bins
+        )
+        baseline_scalars, _ = split_scalars(baseline_report)
+        metrics |= {f"{name}_test_{key}": value for key, value in baseline_scalars.items()}
+        metrics |= {f"{name}_{key}": value for key, value in fit["facts"].items()}
+        for split in SCORED_SPLITS:
+            correct = {
+                system: predicted[split][system] == labels[split] for system in ("model", name)
+            }
+            metrics[f"{name}_{split}_accuracy"] = float(correct[name].mean())
+            metrics |= compare_accuracy(
+                correct["model"],
+                correct[name],
+                f"{split}_accuracy_minus_{name}",
+                settings.bootstrap_resamples,
+                params.seed,
+            )
+
+    metrics |= measure_latency(
         lambda text: classify_texts(model, tokenizer, bundle, [text]),
-        test_texts[: settings.latency_examples],
+        texts["test"][: settings.latency_examples],
     )
-    write_classification_plots(report, y_true, probabilities, label_names, plots_dir)
-    metrics = {
-        **{f"test_{key}": value for key, value in model_scalars.items()},
-        **{f"baseline_test_{key}": value for key, value in baseline_scalars.items()},
-        "baseline_c": baseline.chosen_c,
-        "baseline_val_accuracy": baseline.val_accuracy,
-        "baseline_fit_seconds": round(baseline.fit_seconds, 2),
-        "accuracy_minus_baseline": model_scalars["accuracy"] - baseline_scalars["accuracy"],
-        **calibration,
-        "test_predict_seconds": round(predict_seconds, 2),
-        **latency,
+    metrics["test_predict_seconds"] = round(predict_seconds, 2)
+    write_classification_plots(
+        report, labels["test"], probabilities["test"], label_names, plots_dir
+    )
+    predictions = {
+        split: pd.DataFrame(
+            {
+                "label": labels[split],
+                **{f"predicted_{system}": ids for system, ids in predicted[split].items()},
+                **{
+                    f"model_{column}": probabilities[split][:, index]
+                    for index, column in enumerate(probability_columns)
+                },
+            }
+        )
+        for split in SCORED_SPLITS
     }
     samples = [
         {
@@ -148,56 +199,142 @@ def _classifier(
             "probability": round(float(row[f"probability_{row['label']}"]), 4),
         }
         for text, actual, (_, row) in zip(
-            test_texts[: settings.samples],
-            y_true[: settings.samples],
-            predictions.head(settings.samples).iterrows(),
+            texts["test"][: settings.samples],
+            labels["test"][: settings.samples],
+            test_predictions.head(settings.samples).iterrows(),
             strict=True,
         )
     ]
-    return metrics, samples
+    return metrics, samples, predictions
+
+
+def _classification_baselines(
+    params: Params,
+    layout: Layout,
+    frames: dict[str, Any],
+    texts: dict[str, list[str]],
+    labels: dict[str, Any],
+    num_labels: int,
+) -> dict[str, dict[str, Any]]:
+    """Per baseline (`baseline`: TF-IDF + LR, `nbsvm`): its val and test probabilities and what
+    its fit chose on val. Both fit on train and choose C on val only."""
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    from transformer_pl.baseline import fit_nbsvm_baseline, fit_tfidf_baseline
+
+    settings = params.evaluate
+    train_labels = frames["train"]["label"].to_numpy(dtype=np.int64)
+    tfidf = fit_tfidf_baseline(
+        frames["train"]["text"].tolist(),
+        train_labels,
+        texts["val"],
+        labels["val"],
+        c_grid=settings.baseline_c_grid,
+        max_features=settings.baseline_max_features,
+        seed=params.seed,
+    )
+    tokenizer = Tokenizer.from_file(str(layout / Layout.TOKENIZER))
+
+    def token_ids(split_texts: list[str]) -> list[np.ndarray]:
+        encodings = tokenizer.encode_batch_fast(split_texts, add_special_tokens=False)
+        return [np.asarray(encoding.ids, dtype=np.int64) for encoding in encodings]
+
+    ids = {split: token_ids(texts[split]) for split in SCORED_SPLITS}
+    nbsvm = fit_nbsvm_baseline(
+        (token_ids(frames["train"]["text"].tolist()), train_labels),
+        (ids["val"], labels["val"]),
+        tokenizer.get_vocab_size(),
+        num_labels,
+        params.finetune.teacher,
+        params.seed,
+    )
+    return {
+        "baseline": {
+            "probabilities": {split: tfidf.predict_proba(texts[split]) for split in SCORED_SPLITS},
+            "facts": {
+                "c": tfidf.chosen_c,
+                "c_at_edge": tfidf.c_at_edge,
+                "fit_seconds": round(tfidf.fit_seconds, 2),
+            },
+        },
+        "nbsvm": {
+            "probabilities": {split: nbsvm.predict_proba(ids[split]) for split in SCORED_SPLITS},
+            "facts": {
+                "c": nbsvm.chosen_c,
+                "c_at_edge": nbsvm.c_at_edge,
+                "fit_seconds": round(nbsvm.fit_seconds, 2),
+            },
+        },
+    }
 
 
 def _language_model(
     params: Params, layout: Layout, frames: dict[str, Any], plots_dir: Path
 ) -> Evaluation:
     """Perplexity of every val/test token, each predicted once from up to a training block of
-    context (`corpus_nll`); per token of our tokenizer and per word of the text, which compares
-    across tokenizers (WikiText results are per word). Samples: each prompt continued greedily
-    and sampled."""
-    from transformer_pl.baseline import unigram_nll
+    context (`token_nll`); per token of our tokenizer and per word of the text, which compares
+    across tokenizers (WikiText results are per word). Beside it the unigram baseline, and the
+    paired interval of the difference over blocks of tokens. Samples: each prompt continued
+    greedily and sampled."""
+    import numpy as np
+    import pandas as pd
+
+    from transformer_pl.baseline import unigram_token_nll
     from transformer_pl.evaluation import count_words, measure_latency, perplexity, word_perplexity
     from transformer_pl.inference import (
-        corpus_nll,
         generate_texts,
         line_stream,
         load_sequence_bundle,
+        token_nll,
     )
+    from transformer_pl.significance import paired_bootstrap
 
     settings, decoding = params.evaluate, params.decode
     model, tokenizer, bundle = load_sequence_bundle(
         layout / Layout.FINETUNED, layout / Layout.TOKENIZER
     )
     vocab_size = tokenizer.get_vocab_size()
+    train_ids = line_stream(tokenizer, frames["train"]["text"].tolist())[1:]
     # A model that learned nothing scores every token 1/vocab_size: the bound to beat.
     metrics: dict[str, Any] = {"uniform_perplexity": float(vocab_size)}
-    for split in ("val", "test"):
+    predictions: dict[str, Any] = {}
+    for split in SCORED_SPLITS:
         texts = frames[split]["text"].tolist()
         stream = line_stream(tokenizer, texts)
         started = time.perf_counter()
-        nll = corpus_nll(model, stream, bundle.max_length, settings.batch_size)
+        model_nll = token_nll(model, stream, bundle.max_length, settings.batch_size)
+        seconds = time.perf_counter() - started
+        baseline_nll = unigram_token_nll(train_ids, stream[1:], vocab_size)
         words = count_words(texts)
         metrics |= {
-            f"{split}_perplexity": perplexity(nll, len(stream) - 1),
-            f"{split}_word_perplexity": word_perplexity(nll, words),
-            f"{split}_tokens": len(stream) - 1,
+            f"{split}_perplexity": perplexity(float(model_nll.sum()), len(model_nll)),
+            f"{split}_word_perplexity": word_perplexity(float(model_nll.sum()), words),
+            f"{split}_tokens": len(model_nll),
             f"{split}_words": words,
-            f"{split}_score_seconds": round(time.perf_counter() - started, 2),
+            f"{split}_score_seconds": round(seconds, 2),
+            f"baseline_{split}_perplexity": perplexity(float(baseline_nll.sum()), len(model_nll)),
+            f"baseline_{split}_word_perplexity": word_perplexity(float(baseline_nll.sum()), words),
         }
-    train_ids = line_stream(tokenizer, frames["train"]["text"].tolist())[1:]
-    test_stream = line_stream(tokenizer, frames["test"]["text"].tolist())
-    baseline_nll = unigram_nll(train_ids, test_stream[1:], vocab_size)
-    metrics["baseline_test_perplexity"] = perplexity(baseline_nll, len(test_stream) - 1)
-    metrics["baseline_test_word_perplexity"] = word_perplexity(baseline_nll, metrics["test_words"])
+        # Blocks of the model's context length are the resampled units: neighbouring tokens'
+        # losses are not independent.
+        starts = np.arange(0, len(model_nll), bundle.max_length)
+        blocks = pd.DataFrame(
+            {
+                "model_nll": np.add.reduceat(model_nll, starts),
+                "baseline_nll": np.add.reduceat(baseline_nll, starts),
+                "tokens": np.diff(np.append(starts, len(model_nll))),
+            }
+        )
+        predictions[split] = blocks
+        difference = paired_bootstrap(
+            blocks[["model_nll", "tokens"]].to_numpy(),
+            blocks[["baseline_nll", "tokens"]].to_numpy(),
+            statistic=lambda sums: float(np.exp(sums[0] / sums[1])),
+            resamples=settings.bootstrap_resamples,
+            seed=params.seed,
+        )
+        metrics |= difference.as_metrics(f"{split}_perplexity_minus_baseline")
 
     prompts = settings.prompts
     greedy = generate_texts(
@@ -214,23 +351,30 @@ def _language_model(
         {"prompt": prompt, "greedy": greedy_text, "sampled": sampled_text}
         for prompt, greedy_text, sampled_text in zip(prompts, greedy, sampled, strict=True)
     ]
-    return metrics, samples
+    return metrics, samples, predictions
 
 
 def _translator(
     params: Params, layout: Layout, frames: dict[str, Any], plots_dir: Path
 ) -> Evaluation:
-    """Corpus BLEU and chrF of the test translations (the decode settings: beam search when
-    beam_size > 1, and greedy beside it), against copying the source untranslated."""
-    from transformer_pl.evaluation import bleu_and_chrf, measure_latency
+    """Corpus BLEU and chrF of the val and test translations (the decode settings: beam search
+    when beam_size > 1; greedy beside it on test), against copying the source untranslated, with
+    the paired interval of the BLEU difference."""
+    import pandas as pd
+
+    from transformer_pl.evaluation import (
+        bleu_and_chrf,
+        bleu_from_statistics,
+        bleu_statistics,
+        measure_latency,
+    )
     from transformer_pl.inference import load_sequence_bundle, translate_texts
+    from transformer_pl.significance import paired_bootstrap
 
     settings, decoding = params.evaluate, params.decode
     model, tokenizer, bundle = load_sequence_bundle(
         layout / Layout.FINETUNED, layout / Layout.TOKENIZER
     )
-    sources = frames["test"]["text"].tolist()
-    references = frames["test"]["target"].tolist()
 
     def translate(texts: list[str], beam_size: int) -> list[str]:
         chosen = decoding.model_copy(update={"beam_size": beam_size})
@@ -238,24 +382,44 @@ def _translator(
             model, tokenizer, texts, chosen, bundle.max_length, settings.batch_size
         )
 
-    started = time.perf_counter()
-    translations = translate(sources, decoding.beam_size)
-    translate_seconds = time.perf_counter() - started
-    scores = bleu_and_chrf(translations, references)
-    greedy = translate(sources, 1) if decoding.beam_size > 1 else translations
+    metrics: dict[str, Any] = {}
+    predictions: dict[str, Any] = {}
+    translations: dict[str, list[str]] = {}
+    for split in SCORED_SPLITS:
+        sources = frames[split]["text"].tolist()
+        references = frames[split]["target"].tolist()
+        started = time.perf_counter()
+        translations[split] = translate(sources, decoding.beam_size)
+        seconds = time.perf_counter() - started
+        scores = bleu_and_chrf(translations[split], references)
+        baseline = bleu_and_chrf(sources, references)
+        difference = paired_bootstrap(
+            bleu_statistics(translations[split], references),
+            bleu_statistics(sources, references),
+            statistic=bleu_from_statistics,
+            resamples=settings.bootstrap_resamples,
+            seed=params.seed,
+        )
+        metrics |= {
+            f"{split}_bleu": scores["bleu"],
+            f"{split}_chrf": scores["chrf"],
+            f"baseline_{split}_bleu": baseline["bleu"],
+            f"baseline_{split}_chrf": baseline["chrf"],
+            f"{split}_examples": len(sources),
+            f"{split}_translate_seconds": round(seconds, 2),
+            **difference.as_metrics(f"{split}_bleu_minus_baseline"),
+            "bleu_signature": scores["bleu_signature"],
+            "chrf_signature": scores["chrf_signature"],
+        }
+        predictions[split] = pd.DataFrame(
+            {"source": sources, "reference": references, "translation": translations[split]}
+        )
+    sources, references = frames["test"]["text"].tolist(), frames["test"]["target"].tolist()
+    greedy = translate(sources, 1) if decoding.beam_size > 1 else translations["test"]
     greedy_scores = bleu_and_chrf(greedy, references)
-    baseline = bleu_and_chrf(sources, references)
-    metrics = {
-        "test_bleu": scores["bleu"],
-        "test_chrf": scores["chrf"],
+    metrics |= {
         "test_bleu_greedy": greedy_scores["bleu"],
         "test_chrf_greedy": greedy_scores["chrf"],
-        "baseline_test_bleu": baseline["bleu"],
-        "baseline_test_chrf": baseline["chrf"],
-        "bleu_signature": scores["bleu_signature"],
-        "chrf_signature": scores["chrf_signature"],
-        "test_examples": len(sources),
-        "test_translate_seconds": round(translate_seconds, 2),
         **measure_latency(
             lambda source: translate([source], decoding.beam_size),
             sources[: settings.latency_examples],
@@ -264,19 +428,25 @@ def _translator(
     samples = [
         {"source": source, "reference": reference, "translation": beam, "greedy": greedy_text}
         for source, reference, beam, greedy_text in list(
-            zip(sources, references, translations, greedy, strict=True)
+            zip(sources, references, translations["test"], greedy, strict=True)
         )[: settings.samples]
     ]
-    return metrics, samples
+    return metrics, samples, predictions
 
 
 def register(params: Params, layout: Layout) -> dict[str, Any]:
-    """Register the finetuned model as a new version (alias `challenger`; `champion` when it
-    beats the current champion by the margin). Unchanged code, data and params register nothing.
-    """
+    """Register the finetuned model as a new version (alias `challenger`; `champion` when its
+    validation metric beats the current champion's on the same validation data by the margin).
+    Unchanged code, data and params register nothing. A registry that refuses for good stops
+    the stage at once (no retries)."""
     from dataclasses import asdict
 
-    from transformer_pl.registry import bundle_task, register_model, registration_fingerprint
+    from transformer_pl.registry import (
+        RegistryError,
+        bundle_task,
+        register_model,
+        registration_fingerprint,
+    )
     from transformer_pl.stages.runner import params_subset, path_hashes
     from transformer_pl.tracking import git_commit, lineage_tags
 
@@ -301,37 +471,41 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
             f"available: {', '.join(sorted(metrics))}"
         )
     sequence_bundle = bundle_task(layout / Layout.FINETUNED) != "classify"
-    decision = register_model(
-        layout / Layout.FINETUNED,
-        layout / Layout.TOKENIZER,
-        model_name=params.model_name,
-        metrics=metrics,
-        tags={
-            **lineage_tags(
-                dataset=params.dataset,
-                profile=params.profile,
-                stage="register",
-                dvc_hashes=data_hashes,
+    try:
+        decision = register_model(
+            layout / Layout.FINETUNED,
+            layout / Layout.TOKENIZER,
+            model_name=params.model_name,
+            metrics=metrics,
+            tags={
+                **lineage_tags(
+                    dataset=params.dataset,
+                    profile=params.profile,
+                    stage="register",
+                    dvc_hashes=data_hashes,
+                ),
+                **facts,
+            },
+            metric_key=metric_key,
+            champion_margin=params.register_.champion_margin,
+            evaluation_data=evaluation["val_fingerprint"],
+            greater_is_better=greater_is_better,
+            # Not the metrics file: it holds latencies, so re-running evaluate alone would otherwise
+            # register the same weights again.
+            fingerprint=registration_fingerprint(
+                git_commit(),
+                {path: md5 for path, md5 in data_hashes.items() if path != EVALUATION_METRICS},
+                params_subset(params, spec.params),
             ),
-            **facts,
-        },
-        metric_key=metric_key,
-        champion_margin=params.register_.champion_margin,
-        greater_is_better=greater_is_better,
-        # Not the metrics file: it holds latencies, so re-running evaluate alone would otherwise
-        # register the same weights again.
-        fingerprint=registration_fingerprint(
-            git_commit(),
-            {path: md5 for path, md5 in data_hashes.items() if path != EVALUATION_METRICS},
-            params_subset(params, spec.params),
-        ),
-        # A classifier serves calibrated probabilities; generators decode as evaluate did.
-        bundle_fields=(
-            {"decoding": params.decode.model_dump()}
-            if sequence_bundle
-            else {"temperature": evaluation.get("calibration_temperature", 1.0)}
-        ),
-    )
+            # A classifier serves calibrated probabilities; generators decode as evaluate did.
+            bundle_fields=(
+                {"decoding": params.decode.model_dump()}
+                if sequence_bundle
+                else {"temperature": evaluation.get("calibration_temperature", 1.0)}
+            ),
+        )
+    except RegistryError as error:
+        raise StageError(str(error)) from error
     summary = {"dataset": params.dataset, **asdict(decision)}
     write_json(layout / REGISTRATION_REPORT, summary)
     return summary
@@ -351,14 +525,17 @@ STAGES: tuple[StageSpec, ...] = (
             Layout.SPLITS,
             *_code(
                 "transformer_pl/evaluation.py",
+                "transformer_pl/significance.py",
                 "transformer_pl/baseline.py",
+                "transformer_pl/ngram_teacher.py",
                 "transformer_pl/registry.py",
                 "transformer_pl/inference.py",
                 "transformer_pl/precision.py",
                 "transformer_pl/calibration.py",
             ),
         ),
-        params=("dataset", *PROFILE_KEYS, "seed", "evaluate", "decode"),
+        params=("dataset", *PROFILE_KEYS, "seed", "evaluate", "decode", "finetune.teacher"),
+        outs=(PREDICTIONS,),
         metrics=(EVALUATION_METRICS, SAMPLES),
         plots=(Layout.PLOTS,),
     ),
