@@ -1,22 +1,25 @@
-"""Model quality against the TF-IDF + logistic-regression baseline, with and without pretraining.
+"""Model quality beside its baselines, over seeds: val for choosing, test read once per run.
 
-For each dataset: the data stages once, then two arms in the same scratch workspace —
-`pretrained` (pretrain → finetune → evaluate, as `tpl run` does) and `scratch` (finetune from
-random weights → evaluate) — each stage in a fresh process, as `dvc repro` runs them. The
-evaluate stage fits the baseline on the same splits, so every line compares numbers from the
-same run. MLflow tracking and registration are left out (see "Pipeline overhead").
+For each dataset and seed: the data stages (the seed decides the val split), then each arm in
+the same scratch workspace — `pretrained` (pretrain → finetune → evaluate, as `tpl run` does)
+and `scratch` (finetune from random weights → evaluate) — each stage in a fresh process, as
+`dvc repro` runs them. evaluate fits the baselines (TF-IDF + LR and NBSVM for classification,
+unigram frequencies for a language model, the untranslated source for translation) on the same
+splits and writes the paired 95% interval of model minus baseline, so every line compares
+numbers from the same run. MLflow tracking and registration are left out (see "Pipeline
+overhead").
 
-    .venv/bin/python bench/quality.py [--datasets imdb sst2] [--profile NAME]
+    .venv/bin/python bench/quality.py [--datasets imdb sst2] [--profile NAME] [--seeds 42 7 13]
         [--set finetune.max_epochs=2 ...] [--arms pretrained scratch]
 
 `--set` overlays dotted params on the profile (values parsed as YAML). Prints a Markdown section
-for bench/RESULTS.md.
+for bench/RESULTS.md: per system, mean ± sd over the seeds of val and test, and per seed the
+test difference from the model with its paired interval.
 
-Language modelling and translation (a section of its own): `--sequence PROFILE ...` runs the
-whole path of each profile (its dataset, trained from scratch) and reports its headline test
-metric beside its baseline and a published anchor, with wall times:
+Language modelling and translation: `--sequence PROFILE ...` runs the whole path of each
+profile (its dataset, trained from scratch) under each seed and reports the same table:
 
-    .venv/bin/python bench/quality.py --sequence lm translate [--set decode.beam_size=5 ...]
+    .venv/bin/python bench/quality.py --sequence lm translate [--seeds 42 7]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -60,7 +64,12 @@ def dotted_overlay(assignments: list[str]) -> dict[str, Any]:
 
 
 def write_params(
-    workdir: Path, dataset: str, profile: str | None, overlay: dict[str, Any], arm: str
+    workdir: Path,
+    dataset: str,
+    profile: str | None,
+    overlay: dict[str, Any],
+    arm: str,
+    seed: int,
 ) -> None:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     base = params["profiles"].get(profile, {}) if profile else {}
@@ -68,7 +77,7 @@ def write_params(
         raise SystemExit(f"no profile {profile!r}; params.yaml has {sorted(params['profiles'])}")
     arm_overlay = {"finetune": {"from_pretrained": arm == "pretrained"}}
     params["profiles"][BENCH_PROFILE] = deep_merge(deep_merge(base, overlay), arm_overlay)
-    params.update(dataset=dataset, profile=BENCH_PROFILE)
+    params.update(dataset=dataset, profile=BENCH_PROFILE, seed=seed)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -81,24 +90,41 @@ def run_stages(stages: tuple[str, ...], workdir: Path, env: dict[str, str]) -> d
     return walls
 
 
-def bench_dataset(
-    dataset: str, profile: str | None, overlay: dict[str, Any], arms: list[str], env: dict
+def bench_seed(
+    dataset: str,
+    profile: str | None,
+    overlay: dict[str, Any],
+    arms: list[str],
+    seed: int,
+    env: dict,
 ) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix=f"tpl-bench-quality-{dataset}-"))
+    """One seed of a dataset: its data stages, then each arm; the evaluate metrics of each."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"tpl-bench-quality-{dataset}-{seed}-"))
     try:
-        print(f"{dataset}: data stages", flush=True)
-        write_params(workdir, dataset, profile, overlay, arms[0])
+        print(f"{dataset} seed {seed}: data stages", flush=True)
+        write_params(workdir, dataset, profile, overlay, arms[0], seed)
         data_seconds = sum(run_stages(DATA_STAGES, workdir, env).values())
         results: dict[str, Any] = {"data_seconds": data_seconds, "arms": {}}
         for arm in arms:
-            print(f"{dataset}: {arm}", flush=True)
-            write_params(workdir, dataset, profile, overlay, arm)
+            print(f"{dataset} seed {seed}: {arm}", flush=True)
+            write_params(workdir, dataset, profile, overlay, arm, seed)
             walls = run_stages(ARM_STAGES[arm], workdir, env)
             metrics = json.loads((workdir / "metrics" / "evaluate.json").read_text())
             results["arms"][arm] = {"walls": walls, "metrics": metrics}
         return results
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def bench_dataset(
+    dataset: str,
+    profile: str | None,
+    overlay: dict[str, Any],
+    arms: list[str],
+    seeds: list[int],
+    env: dict,
+) -> dict[int, dict[str, Any]]:
+    return {seed: bench_seed(dataset, profile, overlay, arms, seed, env) for seed in seeds}
 
 
 def section_header(
@@ -118,91 +144,99 @@ def section_header(
     ]
 
 
-def report(options: argparse.Namespace, results: dict[str, Any], load: float) -> str:
-    arguments = (
-        f"--datasets {' '.join(options.datasets)}"
-        + (f" --profile {options.profile}" if options.profile else "")
-        + f" --arms {' '.join(options.arms)}"
-    )
+# Per task: the headline metric (val_<m>, test_<m>), the baselines evaluate writes it for, and
+# whether lower is better.
+TASK_METRICS = {
+    "classify": ("accuracy", ("baseline", "nbsvm"), False),
+    "lm": ("perplexity", ("baseline",), True),
+    "translate": ("bleu", ("baseline",), False),
+}
+SYSTEM_NAMES = {"model": "model", "baseline": "baseline", "nbsvm": "NBSVM"}
+
+
+def task_of(metrics: dict[str, Any]) -> str:
+    if "test_accuracy" in metrics:
+        return "classify"
+    return "lm" if "test_perplexity" in metrics else "translate"
+
+
+def system_value(metrics: dict[str, Any], system: str, split: str, metric: str) -> float:
+    """A system's metric on a split, whatever way evaluate names it (`baseline_test_bleu`,
+    `nbsvm_test_accuracy`)."""
+    key = f"{split}_{metric}" if system == "model" else f"{system}_{split}_{metric}"
+    return float(metrics[key])
+
+
+def mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
+
+
+def quality_rows(name: str, arm: str, seeds: dict[int, dict[str, Any]]) -> list[str]:
+    """Table rows of one dataset/profile and arm: the model and each baseline."""
+    outcomes = {seed: result["arms"][arm] for seed, result in seeds.items()}
+    first = next(iter(outcomes.values()))["metrics"]
+    metric, baselines, _ = TASK_METRICS[task_of(first)]
+    rows = []
+    for system in ("model", *baselines):
+        val = [system_value(o["metrics"], system, "val", metric) for o in outcomes.values()]
+        test = [system_value(o["metrics"], system, "test", metric) for o in outcomes.values()]
+        if system == "model":
+            intervals = "–"
+            walls = [sum(o["walls"].values()) for o in outcomes.values()]
+            wall = f"{statistics.mean(walls):.0f}"
+        else:
+            prefix = f"test_{metric}_minus_{system}"
+            intervals = "; ".join(
+                f"{o['metrics'][prefix]:+.4f} [{o['metrics'][f'{prefix}_ci95_low']:+.4f}, "
+                f"{o['metrics'][f'{prefix}_ci95_high']:+.4f}]"
+                for o in outcomes.values()
+            )
+            wall = ""
+        rows.append(
+            f"| {name} | {arm} | {SYSTEM_NAMES[system]} | {mean_sd(val)} | {mean_sd(test)} | "
+            f"{intervals} | {wall} |"
+        )
+    return rows
+
+
+def report(
+    title: str, arguments: str, options: argparse.Namespace, results: dict, load: float
+) -> str:
     lines = [
-        *section_header("Model quality", arguments, options, load),
-        "| dataset | arm | test accuracy | baseline (TF-IDF + LR) | model − baseline | "
-        "train + eval wall (s) | data wall (s) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        *section_header(title, arguments, options, load),
+        f"Seeds: {', '.join(map(str, options.seeds))}. Mean ± sd over the seeds; per seed, the "
+        "model minus the baseline on test with its paired-bootstrap 95% interval.",
+        "",
+        "| dataset | arm | system | val | test | model − system on test, per seed [95% CI] | "
+        "train + eval wall (s) |",
+        "|---|---|---|---:|---:|---|---:|",
     ]
     breakdowns = []
-    for dataset, result in results.items():
-        for arm, outcome in result["arms"].items():
-            metrics = outcome["metrics"]
-            model, baseline = metrics["test_accuracy"], metrics["baseline_test_accuracy"]
-            lines.append(
-                f"| {dataset} | {arm} | {model:.4f} | {baseline:.4f} | {model - baseline:+.4f} | "
-                f"{sum(outcome['walls'].values()):.0f} | {result['data_seconds']:.0f} |"
-            )
-            breakdowns.append(f"- {dataset} {arm}: {evaluate_breakdown(outcome)}")
+    for name, seeds in results.items():
+        arms = next(iter(seeds.values()))["arms"]
+        for arm in arms:
+            lines += quality_rows(name, arm, seeds)
+            for seed, result in seeds.items():
+                breakdowns.append(f"- {name} {arm} seed {seed}: {evaluate_breakdown(result, arm)}")
     return "\n".join([*lines, "", *breakdowns])
 
 
-def evaluate_breakdown(outcome: dict[str, Any]) -> str:
-    """Where the evaluate stage's wall went: the model's test predictions, the baseline's fit,
-    and the rest (loading, the baseline's predictions, latency, plots, process start)."""
-    metrics, wall = outcome["metrics"], outcome["walls"]["evaluate"]
-    predict, fit = metrics["test_predict_seconds"], metrics["baseline_fit_seconds"]
-    return (
-        f"evaluate {wall:.0f} s = test prediction {predict:.0f} s + baseline fit {fit:.0f} s "
-        f"+ the rest {wall - predict - fit:.0f} s; stage walls "
-        + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in outcome["walls"].items())
+def evaluate_breakdown(result: dict[str, Any], arm: str) -> str:
+    outcome = result["arms"][arm]
+    return f"data {result['data_seconds']:.0f} s; stage walls " + ", ".join(
+        f"{stage} {seconds:.0f} s" for stage, seconds in outcome["walls"].items()
     )
 
 
-# Published figures to read a CPU run of the default-size profiles against.
-SEQUENCE_ANCHORS = {
-    "lm": "65.8 (AWD-LSTM, Merity et al. 2017; word-level test perplexity)",
-    "translate": "~36 (small Transformer, public PyTorch tutorials, GPU)",
-}
-# The headline numbers of each task in metrics/evaluate.json: (label, key, baseline key).
-SEQUENCE_METRICS = {
-    "lm": [
-        ("test word perplexity", "test_word_perplexity", "baseline_test_word_perplexity"),
-        ("test token perplexity", "test_perplexity", "baseline_test_perplexity"),
-    ],
-    "translate": [
-        ("test BLEU (beam)", "test_bleu", "baseline_test_bleu"),
-        ("test BLEU (greedy)", "test_bleu_greedy", "baseline_test_bleu"),
-        ("test chrF (beam)", "test_chrf", "baseline_test_chrf"),
-    ],
-}
-
-
-def bench_sequence_profile(profile: str, overlay: dict[str, Any], env: dict) -> dict[str, Any]:
-    """The profile's whole path from scratch, each stage in a fresh process."""
+def bench_sequence_profile(
+    profile: str, overlay: dict[str, Any], seeds: list[int], env: dict
+) -> dict[int, dict[str, Any]]:
+    """The profile's whole path from scratch, each stage in a fresh process, under each seed."""
     raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     dataset = deep_merge(raw["profiles"][profile], overlay).get("dataset", raw["dataset"])
-    return bench_dataset(dataset, profile, overlay, ["scratch"], env)
-
-
-def sequence_report(options: argparse.Namespace, results: dict[str, Any], load: float) -> str:
-    title = "Language modelling and translation quality"
-    lines = [
-        *section_header(title, f"--sequence {' '.join(options.sequence)}", options, load),
-        "| profile | dataset | metric | model | baseline | published | train (s) | "
-        "evaluate (s) | data (s) |",
-        "|---|---|---|---:|---:|---|---:|---:|---:|",
-    ]
-    for profile, result in results.items():
-        outcome = result["arms"]["scratch"]
-        metrics, walls = outcome["metrics"], outcome["walls"]
-        task = "lm" if "test_perplexity" in metrics else "translate"
-        for label, key, baseline in SEQUENCE_METRICS[task]:
-            anchor = (
-                SEQUENCE_ANCHORS.get(profile, "") if key == SEQUENCE_METRICS[task][0][1] else ""
-            )
-            lines.append(
-                f"| {profile} | {metrics['dataset']} | {label} | {metrics[key]:.2f} | "
-                f"{metrics[baseline]:.2f} | {anchor} | {walls['finetune']:.0f} | "
-                f"{walls['evaluate']:.0f} | {result['data_seconds']:.0f} |"
-            )
-    return "\n".join(lines)
+    return bench_dataset(dataset, profile, overlay, ["scratch"], seeds, env)
 
 
 def main() -> None:
@@ -211,6 +245,7 @@ def main() -> None:
     parser.add_argument("--profile", default=None, help="a params.yaml profile (default: none)")
     parser.add_argument("--set", nargs="*", default=[], help="dotted key=value overlays")
     parser.add_argument("--arms", nargs="+", default=list(ARM_STAGES), choices=list(ARM_STAGES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 7, 13])
     parser.add_argument(
         "--sequence", nargs="+", default=[], help="lm/translate profiles: their own section"
     )
@@ -220,16 +255,27 @@ def main() -> None:
     load = os.getloadavg()[0]
     overlay = dotted_overlay(options.set)
     if options.sequence:
-        sequence = {
-            profile: bench_sequence_profile(profile, overlay, env) for profile in options.sequence
+        results = {
+            profile: bench_sequence_profile(profile, overlay, options.seeds, env)
+            for profile in options.sequence
         }
-        print("\n" + sequence_report(options, sequence, load))
-        return
-    results = {
-        dataset: bench_dataset(dataset, options.profile, overlay, options.arms, env)
-        for dataset in options.datasets
-    }
-    print("\n" + report(options, results, load))
+        arguments = f"--sequence {' '.join(options.sequence)}"
+        title = "Language modelling and translation quality"
+    else:
+        results = {
+            dataset: bench_dataset(
+                dataset, options.profile, overlay, options.arms, options.seeds, env
+            )
+            for dataset in options.datasets
+        }
+        arguments = (
+            f"--datasets {' '.join(options.datasets)}"
+            + (f" --profile {options.profile}" if options.profile else "")
+            + f" --arms {' '.join(options.arms)}"
+        )
+        title = "Model quality"
+    arguments += f" --seeds {' '.join(map(str, options.seeds))}"
+    print("\n" + report(title, arguments, options, results, load))
 
 
 if __name__ == "__main__":
