@@ -382,6 +382,16 @@ class RegisterParams(Section):
         return metric
 
 
+class ServeParams(Section):
+    """What one request to a registered model may ask for; beyond it the request is refused
+    with a 400 naming the limit (registered with the model, read by the served pyfunc)."""
+
+    max_rows: int = Field(256, ge=1)  # texts per request
+    max_text_chars: int = Field(50_000, ge=1)  # characters per text
+    max_new_tokens: int = Field(512, ge=1)  # generation and translation
+    max_beam_size: int = Field(8, ge=1)  # translation
+
+
 class TrackingParams(Section):
     experiment_name: str = "transformer-pl"
 
@@ -408,6 +418,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     decode: DecodeParams = DecodeParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
+    serve: ServeParams = ServeParams()
     tracking: TrackingParams = TrackingParams()
     schedule: ScheduleParams = ScheduleParams()
 

@@ -173,7 +173,9 @@ def token_nll(
         targets = pad_right([window[1:] for window in batch], value=-100)
         logits = model(inputs, (inputs != PAD_ID).long()).logits
         nll = F.cross_entropy(logits.transpose(1, 2).float(), targets, reduction="none")
-        losses += [row[: len(window) - 1].double().numpy() for row, window in zip(nll, batch)]
+        losses += [
+            row[: len(window) - 1].double().numpy() for row, window in zip(nll, batch, strict=True)
+        ]
     return np.concatenate(losses) if losses else np.zeros(0)
 
 

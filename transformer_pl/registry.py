@@ -51,14 +51,18 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 from torch import Tensor
 
 from transformer_pl.calibration import apply_temperature
-from transformer_pl.config import DecodeParams
+from transformer_pl.config import DecodeParams, ServeParams
 from transformer_pl.data.tokenizer import CLS_ID, SEP_ID
 from transformer_pl.inference import (
     CONFIG_FILE,
@@ -91,6 +95,7 @@ PROBABILITY_PREFIX = "probability_"
 # Names inside the logged model: its artifact folder in the run and its bundle artifact.
 MODEL_ARTIFACT_NAME = "model"
 BUNDLE_ARTIFACT = "bundle"
+SERVING_FILE = "serving.json"  # in a registered bundle: the request limits (ServeParams)
 PREDICT_BATCH_SIZE = 32
 
 # The models-from-code entry file MLflow executes to build the model: no pickled objects.
@@ -304,13 +309,20 @@ def classify_texts(
 
 class _BundleModel(mlflow.pyfunc.PythonModel):
     """A pyfunc over a registered bundle: a DataFrame with a `text` column in, a row per text
-    out. Subclasses name the bundle loader and answer the texts."""
+    out. Subclasses name the bundle loader and answer the texts. A request beyond the bundle's
+    serving limits (`serving.json`; ServeParams' defaults for a bundle registered without one)
+    is refused with an error naming the limit, which the scoring server answers with a 400."""
 
     load_bundle: ClassVar[Callable[[str], tuple[Any, Tokenizer, Any]]]
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.model, self.tokenizer, self.config = self.load_bundle(
-            context.artifacts[BUNDLE_ARTIFACT]
+        directory = context.artifacts[BUNDLE_ARTIFACT]
+        self.model, self.tokenizer, self.config = self.load_bundle(directory)
+        limits = Path(directory) / SERVING_FILE
+        self.limits = (
+            ServeParams.model_validate_json(limits.read_text(encoding="utf-8"))
+            if limits.is_file()
+            else ServeParams()
         )
 
     def predict(
@@ -319,10 +331,29 @@ class _BundleModel(mlflow.pyfunc.PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        return self.answer(model_input[TEXT_COLUMN].astype(str).tolist(), params or {})
+        texts = model_input[TEXT_COLUMN].astype(str).tolist()
+        if len(texts) > self.limits.max_rows:
+            raise _refused(
+                f"{len(texts)} rows in one request; at most {self.limits.max_rows}", "max_rows"
+            )
+        longest = max((len(text) for text in texts), default=0)
+        if longest > self.limits.max_text_chars:
+            raise _refused(
+                f"a text of {longest} characters; at most {self.limits.max_text_chars}",
+                "max_text_chars",
+            )
+        return self.answer(texts, params or {})
 
     def answer(self, texts: list[str], params: dict[str, Any]) -> pd.DataFrame:
         raise NotImplementedError
+
+
+def _refused(what: str, limit: str) -> MlflowException:
+    """A request beyond a serving limit: INVALID_PARAMETER_VALUE, which serves as a 400."""
+    return MlflowException(
+        f"request refused: {what} (serve.{limit}, registered with the model)",
+        error_code=INVALID_PARAMETER_VALUE,
+    )
 
 
 class TransformerClassifierModel(_BundleModel):
@@ -377,6 +408,16 @@ class _SequenceModel(_BundleModel):
 
     def answer(self, texts: list[str], params: dict[str, Any]) -> pd.DataFrame:
         decoding = DecodeParams.model_validate({**self.config.decoding.model_dump(), **params})
+        if decoding.max_new_tokens > self.limits.max_new_tokens:
+            raise _refused(
+                f"max_new_tokens {decoding.max_new_tokens}; at most {self.limits.max_new_tokens}",
+                "max_new_tokens",
+            )
+        if decoding.beam_size > self.limits.max_beam_size:
+            raise _refused(
+                f"beam_size {decoding.beam_size}; at most {self.limits.max_beam_size}",
+                "max_beam_size",
+            )
         return pd.DataFrame({self.output_column: self._decode(texts, decoding)})
 
     def _decode(self, texts: list[str], decoding: DecodeParams) -> list[str]:
@@ -505,6 +546,7 @@ def register_model(
     greater_is_better: bool = True,
     run_id: str | None = None,
     bundle_fields: Mapping[str, Any] | None = None,
+    serving_limits: ServeParams | None = None,
 ) -> RegistrationDecision:
     """Log the bundle as a pyfunc model, register it as a new version of `model_name` and move
     the aliases: `challenger` always, `champion` when the new version beats the champion's
@@ -520,8 +562,9 @@ def register_model(
     fingerprint means nothing changed, and nothing is logged or registered.
 
     `bundle_fields` are added to the registered bundle's config.json (a sequence bundle's
-    `decoding` defaults). The decision is logged to run `run_id`, else the active run, else a
-    new run. A registry that refuses a request for good raises `RegistryError`.
+    `decoding` defaults); `serving_limits` bound what one request to it may ask for. The
+    decision is logged to run `run_id`, else the active run, else a new run. A registry that
+    refuses a request for good raises `RegistryError`.
     """
     if not metric_key.startswith(VALIDATION_PREFIX):
         raise ValueError(
@@ -542,6 +585,7 @@ def register_model(
                 model_name=model_name,
                 metrics=metrics,
                 bundle_fields=bundle_fields or {},
+                serving_limits=serving_limits or ServeParams(),
                 version_tags={
                     **{key: str(value) for key, value in tags.items()},
                     **{f"{METRIC_TAG_PREFIX}{key}": str(value) for key, value in metrics.items()},
@@ -690,6 +734,7 @@ def _log_and_register(
     model_name: str,
     metrics: Mapping[str, float],
     bundle_fields: Mapping[str, Any],
+    serving_limits: ServeParams,
     version_tags: dict[str, str],
 ) -> ModelVersion:
     """Log the pyfunc model to the active run and register it; returns the new version."""
@@ -707,6 +752,7 @@ def _log_and_register(
         config = {**_read_bundle_config(bundle_dir), **bundle_fields}
         (bundle / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(tokenizer_path, bundle / TOKENIZER_FILE)
+        (bundle / SERVING_FILE).write_text(serving_limits.model_dump_json(indent=2) + "\n")
         model_code = Path(staging) / "tpl_pyfunc_model.py"
         model_code.write_text(_MODEL_CODE.format(class_name=pyfunc_class.__name__))
 

@@ -17,13 +17,14 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from typer.testing import CliRunner
 
 from transformer_pl import precision
 from transformer_pl.calibration import apply_temperature
 from transformer_pl.cli import app
-from transformer_pl.config import DecodeParams, TokenizerParams
+from transformer_pl.config import DecodeParams, ServeParams, TokenizerParams
 from transformer_pl.data.tokenizer import CLS_ID, SEP_ID, train_tokenizer
 from transformer_pl.inference import generate_texts, translate_texts
 from transformer_pl.model import (
@@ -343,7 +344,6 @@ def test_a_registration_killed_before_its_aliases_moved_is_completed_by_the_reru
 def test_a_permanent_registry_error_is_named_and_a_transient_one_left_to_retries(
     bundle_dir: Path, tokenizer_path: Path, experiment_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
     def refuse(code: int) -> Any:
@@ -631,3 +631,39 @@ def test_sequence_model_serves_its_registered_decoding_and_request_params(
     assert result.exit_code == 0, result.output
     answer = expected(decoding)[0].replace("\n", "\\n")
     assert result.stdout.rstrip("\n") == f"{answer}\t{texts[0]}"
+
+    # Decoding a request may ask for is capped by the serving limits (defaults here).
+    limit, too_much = (
+        ("max_beam_size", {"beam_size": 9})
+        if task == "translate"
+        else ("max_new_tokens", {"max_new_tokens": 513})
+    )
+    with pytest.raises(MlflowException, match=rf"serve\.{limit}"):
+        served.predict(frame, params=too_much)
+
+
+def test_a_request_beyond_the_registered_limits_is_refused_naming_the_limit(
+    bundle_dir: Path, tokenizer_path: Path, experiment_id: str
+) -> None:
+    limits = ServeParams(max_rows=2, max_text_chars=60)
+    fingerprint = registration_fingerprint("abc123", {"data": "limits"}, {})
+    with mlflow.start_run(experiment_id=experiment_id):
+        register_model(
+            bundle_dir,
+            tokenizer_path,
+            model_name="limited",
+            metrics={"val_accuracy": 0.5},
+            tags={},
+            metric_key="val_accuracy",
+            champion_margin=0.0,
+            fingerprint=fingerprint,
+            evaluation_data="val-v1",
+            serving_limits=limits,
+        )
+    model = load_champion("limited")
+    assert len(model.predict(pd.DataFrame({"text": SENTENCES[:2]}))) == 2
+    with pytest.raises(MlflowException, match=r"3 rows.*serve\.max_rows") as too_many:
+        model.predict(pd.DataFrame({"text": SENTENCES[:3]}))
+    assert too_many.value.get_http_status_code() == 400
+    with pytest.raises(MlflowException, match=r"serve\.max_text_chars"):
+        model.predict(pd.DataFrame({"text": ["word " * 20]}))

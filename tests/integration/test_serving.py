@@ -22,6 +22,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
+from transformer_pl.config import ServeParams
 from transformer_pl.model import SequenceClassifier, TransformerConfig
 from transformer_pl.registry import (
     load_champion,
@@ -35,6 +36,7 @@ LABEL_NAMES = ["negative", "positive"]
 SENTENCES = ["a wonderful, moving film", "a dull and lifeless plot", "fine, nothing special"]
 STARTUP_TIMEOUT_S = 120
 OFFLINE_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+LIMITS = ServeParams(max_rows=16, max_text_chars=10_000)
 
 
 def write_tokenizer(path: Path) -> Path:
@@ -88,11 +90,13 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     bundle,
                     tokenizer_path,
                     model_name=MODEL_NAME,
-                    metrics={"test_accuracy": 0.5},
+                    metrics={"val_accuracy": 0.5},
                     tags={"git_commit": "abc123"},
-                    metric_key="test_accuracy",
+                    metric_key="val_accuracy",
                     champion_margin=0.0,
                     fingerprint=registration_fingerprint("abc123", {}, {}),
+                    evaluation_data="val",
+                    serving_limits=LIMITS,
                 )
             yield uri
         finally:
@@ -177,12 +181,36 @@ def test_served_champion_answers_invocations_like_the_loaded_model(server_url: s
 
 
 def test_served_champion_rejects_input_without_a_text_column(server_url: str) -> None:
+    error = invoke(server_url, [{"sentence": "no text column"}])
+    assert error.code == 400
+    assert "text" in error.read().decode("utf-8")
+
+
+def invoke(server_url: str, records: list[dict[str, str]]) -> urllib.error.HTTPError:
+    """POST the records; the HTTP error the server answers with (the test expects one)."""
     request = urllib.request.Request(
         f"{server_url}/invocations",
-        data=json.dumps({"dataframe_records": [{"sentence": "no text column"}]}).encode("utf-8"),
+        data=json.dumps({"dataframe_records": records}).encode("utf-8"),
         headers={"Content-Type": "application/json"},
     )
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(request, timeout=60)
-    assert error.value.code == 400
-    assert "text" in error.value.read().decode("utf-8")
+    return error.value
+
+
+@pytest.mark.parametrize(
+    ("records", "limit"),
+    [
+        ([{"text": "word " * 200_000}], "max_text_chars"),
+        ([{"text": "fine"}] * (LIMITS.max_rows + 1), "max_rows"),
+    ],
+    ids=["a-million-characters", "too-many-rows"],
+)
+def test_an_oversized_request_gets_a_400_naming_the_limit_and_the_server_stays_up(
+    server_url: str, records: list[dict[str, str]], limit: str
+) -> None:
+    error = invoke(server_url, records)
+    assert error.code == 400
+    assert f"serve.{limit}" in error.read().decode("utf-8")
+    started = time.monotonic()
+    assert _is_up(f"{server_url}/ping") and time.monotonic() - started < 1.0

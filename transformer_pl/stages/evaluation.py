@@ -489,6 +489,7 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
             metric_key=metric_key,
             champion_margin=params.register_.champion_margin,
             evaluation_data=evaluation["val_fingerprint"],
+            serving_limits=params.serve,
             greater_is_better=greater_is_better,
             # Not the metrics file: it holds latencies, so re-running evaluate alone would otherwise
             # register the same weights again.
@@ -559,6 +560,7 @@ STAGES: tuple[StageSpec, ...] = (
             "seed",
             "decode",
             "register",
+            "serve",
             "tracking",
         ),
         metrics=(REGISTRATION_REPORT,),
