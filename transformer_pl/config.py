@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -93,7 +93,24 @@ class DatasetSpec(Section):
             raise ValueError("format 'text' (one record per line, no columns) is for task 'lm'")
         if "train" not in self.splits:
             raise ValueError("splits needs a 'train' entry")
+        if self.source == "local":
+            _inside_the_dataset_folder(self.path or "", self.splits)
         return self
+
+
+def _inside_the_dataset_folder(path: str, splits: Mapping[str, str]) -> None:
+    """A local dataset reads only below its folder: split file names are relative and never
+    climb out with `..`, and a relative folder never climbs out of where it is looked up (an
+    absolute folder is the user's explicit choice)."""
+    if ".." in PurePath(path).parts:
+        raise ValueError(f"path {path!r} climbs out with '..': name the folder itself")
+    for split, name in splits.items():
+        parts = PurePath(name).parts
+        if PurePath(name).is_absolute() or ".." in parts:
+            raise ValueError(
+                f"splits.{split} {name!r} leaves the dataset folder: give a file name relative "
+                "to path (set path to the folder that holds it)"
+            )
 
 
 class CleanParams(Section):

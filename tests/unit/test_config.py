@@ -121,7 +121,7 @@ def test_the_task_decides_pretraining_model_name_and_champion_metric(raw):
     assert parse_params(raw, "tiny-translate").registration_metric == ("val_chrf", True)
     # Promotion never decides on test: a test metric is refused at load.
     raw["register"]["metric"] = "test_chrf"
-    with pytest.raises(ConfigError, match="register.metric"):
+    with pytest.raises(ConfigError, match=r"register\.metric"):
         parse_params(raw, "tiny-translate")
 
 
@@ -234,4 +234,18 @@ def test_devices_is_a_positive_count_or_auto(raw):
 def test_fsdp_needs_cuda(raw):
     raw["trainer"].update(strategy="fsdp", accelerator="cpu")
     with pytest.raises(ConfigError, match=r"trainer: .*'fsdp' needs CUDA GPUs.*use strategy 'ddp'"):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"path": "../elsewhere"}, "climbs out"),
+        ({"splits": {"train": "/etc/passwd"}}, "leaves the dataset folder"),
+        ({"splits": {"train": "train.csv", "test": "../../secret.csv"}}, "splits.test"),
+    ],
+)
+def test_a_local_dataset_reads_only_inside_its_folder(raw, change, message):
+    raw["datasets"]["imdb"] |= change
+    with pytest.raises(ConfigError, match=message):
         parse_params(raw)
