@@ -38,6 +38,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
+from prefect.serializers import JSONSerializer
 from prefect.states import State
 
 from pipelines.report import summary_markdown
@@ -52,6 +53,8 @@ from pipelines.workspace import (
     record_pipeline_run,
     resolve_params_file,
 )
+from pipelines.workspace_lock import workspace_lock
+from transformer_pl.atomic import move_aside
 from transformer_pl.config import ConfigError, Params
 from transformer_pl.stages import STAGES, Layout, StageError, StageSpec
 from transformer_pl.stages.runner import run_stage, stage_input_key
@@ -71,6 +74,9 @@ STAGE_RETRY_DELAYS_SECONDS = [10.0, 60.0]
 DVC_COMMIT_RETRY_DELAYS_SECONDS = [2.0, 10.0]
 NOT_RETRIED = (StageError, ConfigError)
 LAUNCHER_OUTPUT_TAIL_LINES = 40  # of a failed torchrun launch, quoted in the task's error
+
+# Task results as plain JSON: no pickle, and no decoder that builds classes named in the file.
+RESULT_SERIALIZER = JSONSerializer(object_encoder=None, object_decoder=None)
 
 SUMMARY_ARTIFACT_KEY = "transformer-pl-summary"
 LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"  # `make ui`
@@ -136,6 +142,25 @@ def launch_stage(spec: StageSpec, params: Params, params_file: Path) -> dict[str
 # --- tasks ------------------------------------------------------------------------------------
 
 
+def set_aside_foreign_result(input_key: str) -> None:
+    """Move aside the result stored under `input_key` unless it is plain JSON written with
+    `RESULT_SERIALIZER`. Prefect deserializes a stored result with whatever serializer its record
+    names (pickle included, or a JSON decoder that builds any class by name): a planted or
+    damaged record must never reach it. Without a record the stage simply runs."""
+    path = RESULTS_DIR / input_key
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_bytes())
+        serializer = record["metadata"]["serializer"]
+        summary = json.loads(record["result"])
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as error:
+        move_aside(path, f"not a JSON result record: {type(error).__name__}: {error}")
+        return
+    if serializer != RESULT_SERIALIZER.model_dump(mode="json") or not isinstance(summary, dict):
+        move_aside(path, f"a result not written by this pipeline (serializer {serializer})")
+
+
 def _retry_unless_refused(stage_task: Task, task_run: TaskRun, state: State) -> bool:
     return not isinstance(state.result(raise_on_failure=False), NOT_RETRIED)
 
@@ -149,7 +174,8 @@ def _stage_task(spec: StageSpec) -> Task[..., dict[str, Any]]:
         else:
             summary = run_stage(spec, params, Layout())
         record_outputs(spec, input_key, summary)
-        return summary
+        # What a cache hit reads back: the same values, persisted as plain JSON.
+        return json.loads(json.dumps(summary, default=str))
 
     return task(
         run_and_record,
@@ -158,6 +184,7 @@ def _stage_task(spec: StageSpec) -> Task[..., dict[str, Any]]:
         cache_key_fn=_input_key_argument,
         persist_result=True,
         result_storage=RESULTS_DIR,
+        result_serializer=RESULT_SERIALIZER,
         retries=STAGE_RETRIES,
         retry_delay_seconds=STAGE_RETRY_DELAYS_SECONDS,
         retry_jitter_factor=0.2,
@@ -196,6 +223,7 @@ def run_stages(
             spec = STAGES[name]
             input_key = stage_input_key(spec, params)
             stage_task = STAGE_TASKS[name]
+            set_aside_foreign_result(input_key)
             if not outputs_intact(spec, input_key):
                 # Any result cached for these inputs describes outputs that are gone: overwrite.
                 stage_task = stage_task.with_options(refresh_cache=True)
@@ -241,12 +269,20 @@ def mlflow_run_url(experiment_id: str, run_id: str) -> str:
 # --- flows ------------------------------------------------------------------------------------
 
 
+def _flow_run_command() -> str:
+    """What holds the workspace, for the message a refused run gets."""
+    return (
+        f"Prefect flow run {flow_run.get_flow_name()}/{flow_run.get_name()} ({flow_run.get_id()})"
+    )
+
+
 def _run_group(
     group: str, profile: str | None, params_file: str | None, defer_dvc_commit: bool
 ) -> PipelineResult:
-    path = resolve_params_file(params_file)
-    params = prepare_params(profile, path)
-    result = run_stages(group_stages(group), params, path, defer_dvc_commit)
+    with workspace_lock(_flow_run_command()):
+        path = resolve_params_file(params_file)
+        params = prepare_params(profile, path)
+        result = run_stages(group_stages(group), params, path, defer_dvc_commit)
     publish_summary(result, params)
     return result
 
@@ -285,7 +321,13 @@ GROUP_FLOWS = {"data": data_flow, "training": training_flow, "evaluation": evalu
 
 @flow(name="pipeline")
 def pipeline_flow(profile: str | None = None, params_file: str | None = None) -> PipelineResult:
-    """The whole pipeline: data, training and evaluation flows inside one MLflow parent run."""
+    """The whole pipeline: data, training and evaluation flows inside one MLflow parent run,
+    holding the workspace (a scheduled run started while another run works is refused)."""
+    with workspace_lock(_flow_run_command()):
+        return _run_pipeline(profile, params_file)
+
+
+def _run_pipeline(profile: str | None, params_file: str | None) -> PipelineResult:
     params = prepare_params(profile, resolve_params_file(params_file))
     experiment_id = configure_tracking(params.tracking.experiment_name)
     logged = params.model_dump(mode="json", by_alias=True)

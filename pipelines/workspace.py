@@ -10,18 +10,25 @@ cache checks, so the two can never disagree about what "unchanged" means.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from transformer_pl.atomic import move_aside, write_text_atomic
 from transformer_pl.config import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params
 from transformer_pl.stages import STAGES, StageSpec
 from transformer_pl.stages.runner import path_hashes, stage_input_key
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
+
+log = logging.getLogger(__name__)
 
 DVC_PIPELINE_FILE = "dvc.yaml"
 DVC_LOCK_FILE = "dvc.lock"
@@ -31,6 +38,10 @@ RESULTS_DIR = Path(".prefect-results")
 OUTPUT_RECORDS_DIR = RESULTS_DIR / "outputs"
 # The MLflow parent run of the last pipeline run.
 LAST_PIPELINE_RUN_FILE = RESULTS_DIR / "last-pipeline-run.json"
+
+# What a record must hold to be used (an output record of an older version has no summary).
+OUTPUT_RECORD_FIELDS = frozenset({"input_key", "outputs"})
+LAST_RUN_FIELDS = frozenset({"mlflow_run_id", "mlflow_run_url"})
 
 MISSING = object()
 YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where built
@@ -52,7 +63,7 @@ def record_profile(params_file: Path, profile: str) -> bool:
         text = f"{text[: match.start()]}profile: {profile}{comment}{text[match.end() :]}"
     else:
         text = f"{text.rstrip()}\nprofile: {profile}\n"
-    params_file.write_text(text, encoding="utf-8")
+    write_text_atomic(params_file, text)
     return True
 
 
@@ -88,14 +99,31 @@ def record_outputs(spec: StageSpec, input_key: str, summary: Mapping[str, Any]) 
         "outputs": path_hashes(stage_outputs(spec)),
         "summary": summary,
     }
-    path = _output_record_path(spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    write_text_atomic(_output_record_path(spec), json.dumps(record, indent=2, default=str))
+
+
+def _read_record(path: Path, fields: frozenset[str]) -> dict[str, Any] | None:
+    """The JSON record at `path`, None without one. A record that does not parse or lacks
+    `fields` (a disk full, a hand edit) counts as none, with a warning naming it: the stage
+    it describes runs again and writes a new one."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        problem = f"not JSON: {error}"
+    else:
+        if isinstance(record, dict) and record.keys() >= fields:
+            return record
+        problem = f"not a record with {sorted(fields)}"
+    log.warning(
+        "%s is unreadable (%s): ignored, what it records is rebuilt", path.absolute(), problem
+    )
+    return None
 
 
 def _output_record(spec: StageSpec) -> dict[str, Any] | None:
-    path = _output_record_path(spec)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return _read_record(_output_record_path(spec), OUTPUT_RECORD_FIELDS)
 
 
 def outputs_intact(spec: StageSpec, input_key: str) -> bool:
@@ -118,6 +146,35 @@ def _record_matches(spec: StageSpec, record: Mapping[str, Any] | None, input_key
 # --- DVC agreement ----------------------------------------------------------------------------
 
 
+def _dvc_lock_stages() -> dict[str, Any]:
+    """dvc.lock's `stages` ({} without a dvc.lock). One that is not YAML (a write cut short) is
+    moved aside: the next DVC commit writes a fresh one."""
+    path = Path(DVC_LOCK_FILE)
+    if not path.is_file():
+        return {}
+    try:
+        lock = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        move_aside(path, f"not YAML: {str(error).splitlines()[0]}")
+        return {}
+    stages = lock.get("stages") if isinstance(lock, dict) else None
+    return stages if isinstance(stages, dict) else {}
+
+
+def _set_aside_invalid_dvc_lock(repo: Repo) -> None:
+    # DVC refuses to commit over a dvc.lock it cannot parse or validate (an empty one, say).
+    from dvc.dvcfile import Lockfile
+    from dvc.utils import strictyaml
+
+    path = Path(repo.root_dir) / DVC_LOCK_FILE
+    if not path.is_file():
+        return
+    try:
+        strictyaml.load(str(path), Lockfile.SCHEMA, repo.fs)
+    except (strictyaml.YAMLSyntaxError, strictyaml.YAMLValidationError) as error:
+        move_aside(path, f"DVC cannot read it: {error}")
+
+
 def record_in_dvc(*stage_names: str) -> None:
     """Write the stages' current deps, params and outs into dvc.lock (and outs into the cache):
     what `dvc commit --force <stages>` does, in one pass.
@@ -126,11 +183,14 @@ def record_in_dvc(*stage_names: str) -> None:
     dvc.lock (every stage's params) takes most of a second each time: ten stages cost ~30 s
     on 2 cores. Here, as in `dvc.repo.commit.commit`, each stage is saved (hashes) and committed
     (outs into the cache), and dvc.lock is rewritten once for all of them (~3 s). DVC's internal
-    API (pinned version); the flow tests check `dvc status` is clean after every run.
+    API (pinned version); the flow tests check `dvc status` is clean after every run. A dvc.lock
+    that DVC cannot read is moved aside first (with a warning naming it); the commit writes a
+    new one, which the flows fill with every stage (none of them agrees with a missing one).
     """
     from dvc.repo import Repo
 
     with Repo() as repo, repo.lock:
+        _set_aside_invalid_dvc_lock(repo)
         by_address = {stage.addressing: stage for stage in repo.index.stages}
         unknown = [name for name in stage_names if name not in by_address]
         if unknown:
@@ -149,17 +209,19 @@ def dvc_lock_agrees(spec: StageSpec, params_file: Path) -> bool:
     A cheap stand-in for `dvc status <stage>` (whose YAML parsing takes seconds): a False only
     costs a needless `dvc commit`.
     """
-    lock_path = Path(DVC_LOCK_FILE)
-    if not lock_path.is_file():
-        return False
-    lock = yaml.load(lock_path.read_text(encoding="utf-8"), Loader=YamlLoader) or {}
-    entry = (lock.get("stages") or {}).get(spec.name)
-    if not entry:
+    entry = _dvc_lock_stages().get(spec.name)
+    if not isinstance(entry, Mapping):
         return False
     raw_params = yaml.load(params_file.read_text(encoding="utf-8"), Loader=YamlLoader) or {}
 
-    def recorded(section: str) -> dict[str, str | None]:
-        return {item["path"]: item.get("md5") for item in entry.get(section) or []}
+    def recorded(section: str) -> dict[str, str | None] | None:
+        # None where a dvc.lock cut short holds no list of {path, md5}: the commit rewrites it.
+        items = entry.get(section) or []
+        if not isinstance(items, list) or not all(
+            isinstance(item, Mapping) and "path" in item for item in items
+        ):
+            return None
+        return {item["path"]: item.get("md5") for item in items}
 
     def current(key: str) -> Any:
         value: Any = raw_params
@@ -170,8 +232,8 @@ def dvc_lock_agrees(spec: StageSpec, params_file: Path) -> bool:
     return (
         recorded("deps") == path_hashes(spec.deps)
         and recorded("outs") == path_hashes(stage_outputs(spec))
-        and (entry.get("params") or {}).get(params_file.name)
-        == {key: current(key) for key in spec.params}
+        and isinstance(recorded_params := entry.get("params") or {}, Mapping)
+        and recorded_params.get(params_file.name) == {key: current(key) for key in spec.params}
     )
 
 
@@ -188,9 +250,8 @@ class PipelineResult:
 
 
 def record_pipeline_run(result: PipelineResult) -> None:
-    LAST_PIPELINE_RUN_FILE.parent.mkdir(parents=True, exist_ok=True)
     run = {"mlflow_run_id": result.mlflow_run_id, "mlflow_run_url": result.mlflow_run_url}
-    LAST_PIPELINE_RUN_FILE.write_text(json.dumps(run, indent=2), encoding="utf-8")
+    write_text_atomic(LAST_PIPELINE_RUN_FILE, json.dumps(run, indent=2))
 
 
 def unchanged_pipeline(profile: str | None, params_file: Path) -> PipelineResult | None:
@@ -213,7 +274,7 @@ def unchanged_pipeline(profile: str | None, params_file: Path) -> PipelineResult
         ):
             return None
         summaries[spec.name] = record["summary"]
-    if not LAST_PIPELINE_RUN_FILE.is_file():
+    last_run = _read_record(LAST_PIPELINE_RUN_FILE, LAST_RUN_FIELDS)
+    if last_run is None:
         return None
-    last_run = json.loads(LAST_PIPELINE_RUN_FILE.read_text(encoding="utf-8"))
     return PipelineResult(summaries, last_run["mlflow_run_id"], last_run["mlflow_run_url"])

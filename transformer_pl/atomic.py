@@ -53,11 +53,12 @@ def write_text_atomic(path: Path, text: str) -> None:
 def move_aside(path: Path, problem: str) -> Path:
     """Rename an unreadable state file to `<name>.corrupt-<timestamp>` with a warning naming it
     and `problem`; returns the new path. The caller then starts over as if it were missing."""
+    path = path.absolute()
     stamp = time.strftime("%Y%m%dT%H%M%S")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}-{uuid.uuid4().hex[:6]}")
     try:
         path.rename(aside)
-    except FileNotFoundError:  # another process (a rank, a concurrent reader) moved it first
+    except FileNotFoundError:  # another process moved it first
         return aside
     log.warning("%s is unreadable (%s): moved to %s, starting over", path, problem, aside.name)
     return aside

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pipelines.temporary_server import STARTUP_TIMEOUT_VARIABLE, start_unless_configured
+from pipelines.workspace_lock import WorkspaceBusy, workspace_lock
+from transformer_pl.atomic import write_text_atomic
 from transformer_pl.config import ConfigError, load_params
 
 if TYPE_CHECKING:
@@ -45,17 +49,20 @@ def stage(
     if name not in STAGES:
         typer.echo(f"unknown stage '{name}'; stages: {', '.join(STAGES)}", err=True)
         raise typer.Exit(2)
+    # Under a multi-process launcher, rank 0 holds the workspace for all ranks.
+    holding = workspace_lock(_command_line()) if is_global_zero() else nullcontext()
     try:
-        params = load_params(params_file, profile)
-        summary = run_stage(STAGES[name], params, Layout())
-    except (ConfigError, StageError) as error:
+        with holding:
+            params = load_params(params_file, profile)
+            summary = run_stage(STAGES[name], params, Layout())
+    except (ConfigError, StageError, WorkspaceBusy) as error:
         typer.echo(f"stage {name} failed: {error}", err=True)
         raise typer.Exit(1) from None
     if is_global_zero():
         report = json.dumps(summary, indent=2, default=str)
         typer.echo(report)
         if summary_file is not None:
-            summary_file.write_text(report + "\n", encoding="utf-8")
+            write_text_atomic(summary_file, report + "\n")
 
 
 @app.command("stages")
@@ -96,6 +103,20 @@ def run_pipeline(
 ) -> None:
     """Run the whole pipeline as a Prefect flow (cached stages are skipped), tracked in MLflow.
     With nothing changed since the last run, say so and show its results, without Prefect."""
+    try:
+        with workspace_lock(_command_line()):
+            _run_pipeline(profile, params_file, force_flow)
+    except WorkspaceBusy as error:
+        typer.echo(f"pipeline refused: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _command_line() -> str:
+    """This command as the user typed it, for the message a run refused meanwhile gets."""
+    return shlex.join(["tpl", *sys.argv[1:]])
+
+
+def _run_pipeline(profile: str | None, params_file: Path | None, force_flow: bool) -> None:
     from pipelines.workspace import resolve_params_file, unchanged_pipeline
 
     # Prefect's 20 s allowance for starting its temporary server is too short on a busy small

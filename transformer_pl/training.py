@@ -208,30 +208,25 @@ def _checkpoint_dir(trainer: pl.Trainer) -> Path:
     return Path(callback.dirpath)
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at `path`, unpickled with `weights_only=True` (tensors, containers and
-    primitive values only: a planted pickle cannot run code), or None after moving aside a file
-    that does not load as a Lightning checkpoint (cut short, corrupt, or refused)."""
+def _load_resumable(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the checkpoint at `path`, None), or (None, why it cannot be resumed from). It is
+    unpickled with `weights_only=True` (tensors, containers and primitive values only), so a
+    planted pickle is refused, never run."""
     try:
         # mmap: only the hyper-parameters are read here, not the weights and optimizer state.
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         refused = re.search(r"WeightsUnpickler error: ([^.]*)", str(error))
-        reason = refused[1] if refused else str(error).splitlines()[0]
-        move_aside(path, f"refused by the weights-only unpickler: {reason}")
-        return None
+        return None, f"refused by the weights-only unpickler: {refused[1] if refused else error}"
     except Exception as error:  # torch raises whatever its zip reader met in a damaged file
-        first_sentence = str(error).splitlines()[0].split(". ")[0]
-        move_aside(path, f"not a loadable checkpoint: {first_sentence}")
-        return None
+        return None, f"not a loadable checkpoint: {str(error).splitlines()[0].split('. ')[0]}"
     if (
         not isinstance(saved, dict)
         or not saved.keys() >= RESUME_KEYS
         or not isinstance(saved["hyper_parameters"], dict)
     ):
-        move_aside(path, f"not a Lightning checkpoint: {sorted(RESUME_KEYS)} expected")
-        return None
-    return saved
+        return None, f"not a Lightning checkpoint: {sorted(RESUME_KEYS)} expected"
+    return saved, None
 
 
 def fit_or_resume(
@@ -256,9 +251,13 @@ def fit_or_resume(
     """
     last = Path(checkpoint_dir or _checkpoint_dir(trainer)) / LAST_CHECKPOINT
     resume_from: Path | None = None
-    saved = _read_checkpoint(last) if last.is_file() else None
-    if saved is not None:
-        if dict(saved["hyper_parameters"]) == dict(task.hparams):
+    saved, problem = _load_resumable(last) if last.is_file() else (None, None)
+    if problem and trainer.is_global_zero:  # other ranks write nothing; they start over too
+        move_aside(last, problem)
+    elif problem:
+        log.warning("not resuming from %s: %s", last, problem)
+    elif saved is not None:
+        if saved["hyper_parameters"] == dict(task.hparams):
             resume_from = last
             log.info("resuming from %s", last)
         else:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transformer_pl.atomic import write_text_atomic
 from transformer_pl.config import Params
 from transformer_pl.stages.layout import Layout
 
@@ -34,6 +35,6 @@ class StageSpec:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """A stage's JSON report (metrics, summaries), its folder created as needed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    """A stage's JSON report (metrics, summaries), its folder created as needed; written
+    atomically, so a killed stage leaves the previous report or the new one, never a part."""
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
