@@ -236,7 +236,54 @@ def test_mlflow_auth_config_holds_no_secret() -> None:
     assert "admin_password" not in section
     assert section["database_uri"].startswith("postgresql+psycopg2:")
     assert not URL_PASSWORD.search(section["database_uri"])
-    assert section["default_permission"] in {"READ", "EDIT", "MANAGE", "NO_PERMISSIONS"}
+    # Anyone may read; writing, and moving `champion`, needs a grant (or owning the model).
+    assert section["default_permission"] == "READ"
+
+
+def test_the_pipeline_logs_as_its_own_account_not_the_admin() -> None:
+    pipeline_env = _compose()["x-pipeline-env"]
+    assert pipeline_env["MLFLOW_TRACKING_USERNAME"].startswith("${MLFLOW_PIPELINE_USERNAME")
+    assert pipeline_env["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_PIPELINE_PASSWORD")
+    init = _services()["mlflow-init"]
+    assert init["command"][-1] == "/etc/mlflow/create_pipeline_user.py"
+    for name in ("prefect-worker", "trainer"):
+        assert "mlflow-init" in _services()[name]["depends_on"], name
+
+
+def _dependencies(name: str, services: dict[str, Any]) -> set[str]:
+    direct = set(services[name].get("depends_on", {}))
+    return direct.union(*(_dependencies(target, services) for target in direct))
+
+
+def test_nothing_starts_while_a_placeholder_secret_is_left() -> None:
+    services = _services()
+    for name in services:
+        if name != "secrets-check":
+            assert "secrets-check" in _dependencies(name, services), name
+    check = services["secrets-check"]
+    placeholders = {key for key, value in _env_example().items() if "change-me" in value}
+    assert placeholders <= set(check["environment"])
+    script = check["command"][0].replace("$$", "$")
+    refused = subprocess.run(
+        ["sh", "-ec", script],
+        env={"PATH": os.environ["PATH"], **dict.fromkeys(placeholders, "change-me-x")},
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1 and "MLFLOW_ADMIN_PASSWORD" in refused.stderr
+    accepted = subprocess.run(
+        ["sh", "-ec", script],
+        env={"PATH": os.environ["PATH"], **dict.fromkeys(placeholders, "a-real-secret-4711")},
+        capture_output=True,
+        text=True,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_published_ports_listen_on_localhost_unless_configured() -> None:
+    for name, service in _services().items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("${TPL_BIND_ADDRESS:-127.0.0.1}:"), f"{name}: {port}"
 
 
 @pytest.mark.parametrize(

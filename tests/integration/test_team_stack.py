@@ -188,7 +188,9 @@ class TeamStack:
     """What a client needs to use the running stack."""
 
     mlflow_uri: str
-    mlflow_username: str
+    admin_username: str
+    admin_password: str
+    mlflow_username: str  # the pipeline's own account (infra/mlflow/create_pipeline_user.py)
     mlflow_password: str
     prefect_api_url: str
     prefect_auth_string: str
@@ -316,10 +318,25 @@ def team_stack() -> Iterator[TeamStack]:
         for server in servers:
             server.wait_healthy(deadline)
 
+        # As the compose stack's mlflow-init does after each start.
+        pipeline = ("pipeline", secrets.token_urlsafe(16))
+        _run(
+            [PYTHON, str(INFRA / "mlflow" / "create_pipeline_user.py")],
+            env={
+                **_base_env(base),
+                "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+                "MLFLOW_ADMIN_USERNAME": admin[0],
+                "MLFLOW_ADMIN_PASSWORD": admin[1],
+                "MLFLOW_PIPELINE_USERNAME": pipeline[0],
+                "MLFLOW_PIPELINE_PASSWORD": pipeline[1],
+            },
+        )
         yield TeamStack(
             mlflow_uri=f"http://127.0.0.1:{mlflow_port}",
-            mlflow_username=admin[0],
-            mlflow_password=admin[1],
+            admin_username=admin[0],
+            admin_password=admin[1],
+            mlflow_username=pipeline[0],
+            mlflow_password=pipeline[1],
             prefect_api_url=f"http://127.0.0.1:{prefect_port}/api",
             prefect_auth_string=prefect_auth,
             artifacts=artifacts,
@@ -360,10 +377,11 @@ def test_mlflow_rejects_requests_without_valid_credentials(team_stack: TeamStack
 def test_mlflow_run_and_model_version_are_stored_in_postgres(
     team_stack: TeamStack, tmp_path: Path
 ) -> None:
-    # A team member, not the admin, logs into an experiment the admin created: the default
-    # permission (basic_auth.ini) lets the team share it.
+    # The pipeline's own account (not the admin) creates its experiment and model, as the
+    # pipeline does; a team member reads them but, with the default permission READ
+    # (basic_auth.ini), can neither log into them nor move the model's champion.
     suffix = uuid.uuid4().hex[:8]
-    admin = _basic(team_stack.mlflow_username, team_stack.mlflow_password)
+    admin = _basic(team_stack.admin_username, team_stack.admin_password)
     member = ("member", secrets.token_urlsafe(16))
     api = f"{team_stack.mlflow_uri}/api/2.0/mlflow"
     created = requests.post(
@@ -374,10 +392,6 @@ def test_mlflow_run_and_model_version_are_stored_in_postgres(
     )
     assert created.ok, created.text
     experiment = f"team-stack-{suffix}"
-    created = requests.post(
-        f"{api}/experiments/create", json={"name": experiment}, headers=admin, timeout=30
-    )
-    assert created.ok, created.text
     # A client configured by the standard variables only, as the pipeline is.
     script = """
 import sys
@@ -392,17 +406,13 @@ client = mlflow.MlflowClient()
 client.create_registered_model(sys.argv[2])
 source = f"runs:/{run.info.run_id}/model"
 version = client.create_model_version(sys.argv[2], source, run.info.run_id)
+client.set_registered_model_alias(sys.argv[2], "champion", version.version)
 print(run.info.run_id, version.version)
 """
     name = f"team-stack-model-{suffix}"
     result = subprocess.run(
         [PYTHON, "-c", script, experiment, name],
-        env={
-            **_base_env(tmp_path),
-            **team_stack.client_env,
-            "MLFLOW_TRACKING_USERNAME": member[0],
-            "MLFLOW_TRACKING_PASSWORD": member[1],
-        },
+        env={**_base_env(tmp_path), **team_stack.client_env},
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -410,6 +420,27 @@ print(run.info.run_id, version.version)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run_id, version = result.stdout.split()[-2:]
+
+    as_member = _basic(*member)
+    experiment_id = requests.get(
+        f"{api}/experiments/get-by-name",
+        params={"experiment_name": experiment},
+        headers=as_member,
+        timeout=30,
+    ).json()["experiment"]["experiment_id"]
+    read = requests.get(f"{api}/runs/get", params={"run_id": run_id}, headers=as_member, timeout=30)
+    assert read.status_code == 200
+    write = requests.post(
+        f"{api}/runs/create", json={"experiment_id": experiment_id}, headers=as_member, timeout=30
+    )
+    assert write.status_code == 403, write.text
+    move = requests.post(
+        f"{api}/registered-models/alias",
+        json={"name": name, "alias": "champion", "version": version},
+        headers=as_member,
+        timeout=30,
+    )
+    assert move.status_code == 403, move.text
 
     assert team_stack.query("mlflow", "SELECT status FROM runs WHERE run_uuid = %s", run_id) == [
         ("FINISHED",)
