@@ -141,7 +141,7 @@ class ValidateParams(Section):
 
 
 class SplitParams(Section):
-    val_fraction: float = Field(0.1, gt=0, lt=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.1, gt=0, lt=1)  # only where the source has no test split
     stratify: bool = True
 
