@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 PARENT_RUN_ENV = "TPL_PARENT_RUN_ID"
 MAX_PARAM_VALUE_LENGTH = 6000  # MLflow rejects longer parameter values
+# The process that owns a run, so a later run can tell a killed one from a live one.
+HOST_TAG, PID_TAG, WORKSPACE_TAG = "tpl.host", "tpl.pid", "tpl.workspace"
 
 
 # --- store ------------------------------------------------------------------------------------
@@ -79,7 +82,56 @@ def configure_tracking(experiment_name: str) -> str:
     else:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
+    close_orphaned_runs(experiment_id)
     return experiment_id
+
+
+def owner_tags() -> dict[str, str]:
+    """This process as the owner of the runs it starts: host, pid and workspace."""
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        WORKSPACE_TAG: str(project_root()),
+    }
+
+
+def close_orphaned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the runs of this host and workspace still RUNNING although the process that
+    started them is gone (killed mid-stage: nothing ended its runs). A run whose process lives,
+    or of another host or workspace, is left alone. Returns the ids closed."""
+    owner = owner_tags()
+
+    def quoted(value: str) -> str:
+        return value.replace("'", "\\'")
+
+    client = MlflowClient()
+    orphans = [
+        run.info.run_id
+        for run in client.search_runs(
+            [experiment_id],
+            filter_string=(
+                "attributes.status = 'RUNNING'"
+                f" and tags.`{HOST_TAG}` = '{quoted(owner[HOST_TAG])}'"
+                f" and tags.`{WORKSPACE_TAG}` = '{quoted(owner[WORKSPACE_TAG])}'"
+            ),
+        )
+        if not _process_alive(int(run.data.tags.get(PID_TAG, "0")))
+    ]
+    for run_id in orphans:
+        client.set_terminated(run_id, status="KILLED")
+    return orphans
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 # --- params -----------------------------------------------------------------------------------
@@ -176,7 +228,8 @@ def pipeline_run(
     nest under it. Call `configure_tracking` first.
     """
     resume_id = os.environ.get(PARENT_RUN_ENV)
-    with mlflow.start_run(run_id=resume_id, run_name=run_name, tags=dict(tags)) as run:
+    run_tags = dict(tags) if resume_id else {**tags, **owner_tags()}
+    with mlflow.start_run(run_id=resume_id, run_name=run_name, tags=run_tags) as run:
         # A resumed run keeps the params it was started with: MLflow forbids changing a value.
         flat = flatten_params(params)
         mlflow.log_params({key: flat[key] for key in flat.keys() - run.data.params.keys()})
@@ -211,7 +264,7 @@ def stage_run(
         experiment_id=experiment_id,
         parent_run_id=parent_id,
         nested=active is not None,
-        tags=dict(tags),
+        tags={**tags, **owner_tags()},
     ) as run:
         mlflow.log_params(flatten_params(params))
         yield run

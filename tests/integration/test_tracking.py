@@ -179,3 +179,30 @@ def test_lineage_tags(monkeypatch):
     )
     assert with_flow["prefect.flow_run_id"] == "from-the-worker"
     assert explicit["prefect.flow_run_id"] == "f-1"
+
+
+def test_runs_of_a_killed_process_are_closed_and_live_ones_left_running(experiment_id):
+    gone = subprocess.Popen(["true"])  # once waited for, a pid that is surely gone
+    gone.wait()
+    client = MlflowClient()
+    owner = tracking.owner_tags()
+    killed = client.create_run(experiment_id, tags={**owner, tracking.PID_TAG: str(gone.pid)})
+    alive = client.create_run(experiment_id, tags=owner)
+    elsewhere = client.create_run(
+        experiment_id, tags={**owner, tracking.PID_TAG: str(gone.pid), tracking.HOST_TAG: "other"}
+    )
+
+    assert tracking.close_orphaned_runs(experiment_id) == [killed.info.run_id]
+    status = [client.get_run(run.info.run_id).info.status for run in (killed, alive, elsewhere)]
+    assert status == ["KILLED", "RUNNING", "RUNNING"]
+    for run in (alive, elsewhere):
+        client.set_terminated(run.info.run_id)
+
+
+def test_stage_and_pipeline_runs_name_the_process_that_owns_them(experiment_id):
+    with pipeline_run("pipeline", PARAMS, TAGS) as parent, stage_run("split", {}, TAGS) as stage:
+        pass
+    for run in (parent, stage):
+        tags = MlflowClient().get_run(run.info.run_id).data.tags
+        assert tags[tracking.PID_TAG] == str(os.getpid())
+        assert tags[tracking.WORKSPACE_TAG] == str(Path.cwd().resolve())
