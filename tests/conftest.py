@@ -8,6 +8,7 @@ database, not the developer's.
 from __future__ import annotations
 
 import atexit
+import gzip
 import os
 import random
 import re
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -158,6 +160,37 @@ def make_project(tmp_path: Path) -> MakeProject:
         return root
 
     return make
+
+
+WriteImdbSlice = Callable[..., Path]
+IMDB_UNLABELED = "unsup.csv.gz"
+IMDB_SLICE_ROWS = {"train.csv.gz": 300, "test.csv.gz": 300, IMDB_UNLABELED: 100}
+
+
+@pytest.fixture(scope="session")
+def write_imdb_slice(shared_data: Path) -> WriteImdbSlice:
+    """`write_imdb_slice(folder, rows=IMDB_SLICE_ROWS, unknown_label_every=0)`: a small copy of
+    IMDB in its own format (same file names, gzipped CSV), `rows` reviews of each file, the
+    labelled ones balanced; with `unknown_label_every=n` every n-th labelled row gets a label
+    the dataset spec does not know."""
+
+    def write(
+        folder: Path, rows: Mapping[str, int] = IMDB_SLICE_ROWS, unknown_label_every: int = 0
+    ) -> Path:
+        folder.mkdir(parents=True)
+        for name, count in rows.items():
+            labelled = name != IMDB_UNLABELED
+            # Labelled files hold label 0 rows, then label 1 rows: read them whole for both.
+            frame = pd.read_csv(shared_data / "imdb" / name, nrows=None if labelled else count)
+            frame = frame.groupby("label", group_keys=False).head(count // frame["label"].nunique())
+            if labelled and unknown_label_every:
+                frame["label"] = frame["label"].astype(str)
+                frame.iloc[::unknown_label_every, frame.columns.get_loc("label")] = "maybe"
+            with gzip.open(folder / name, "wt", encoding="utf-8", newline="") as handle:
+                frame.to_csv(handle, index=False)
+        return folder
+
+    return write
 
 
 WriteReviews = Callable[..., Path]

@@ -3,9 +3,9 @@
 Positive pointwise mutual information between tokens within a window, factorised by truncated
 SVD (Levy & Goldberg 2014, "Neural word embedding as implicit matrix factorization"; Levy,
 Goldberg & Dagan 2015 for the smoothed context distribution and the √S weighting). The rows
-initialise the encoder's token embedding. On a 2-core CPU this reads IMDB's 21 M pretraining
-tokens in a few minutes, where masked-LM pretraining stays on its frequent-token plateau for
-the hour (bench/RESULTS.md).
+initialise the encoder's token embedding. The counts come from the pretraining text alone
+(train and unlabeled, never val or test). Why this rather than masked-LM pretraining on a CPU:
+bench/RESULTS.md.
 """
 
 from __future__ import annotations

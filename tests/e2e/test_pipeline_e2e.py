@@ -10,7 +10,6 @@ One `tpl run` is shared by the module's tests (it takes minutes on a 2-core CPU)
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -267,29 +265,12 @@ def _headline(stdout: str) -> list[str]:
 # --- a corrupted source -----------------------------------------------------------------------
 
 
-def _write_imdb_with_unknown_labels(shared_data: Path, folder: Path, unknown_every: int) -> Path:
-    """A small copy of IMDB in its own format (same file names, gzipped CSV) whose every
-    `unknown_every`-th labelled row has a label the dataset spec does not know."""
-    folder.mkdir(parents=True)
-    unlabeled = "unsup.csv.gz"
-    for name, rows in {"train.csv.gz": 300, "test.csv.gz": 300, unlabeled: 100}.items():
-        # Labelled files hold label 0 rows, then label 1 rows: read them whole for both classes.
-        frame = pd.read_csv(shared_data / DATASET / name, nrows=rows if name == unlabeled else None)
-        frame = frame.groupby("label", group_keys=False).head(rows // frame["label"].nunique())
-        if name != unlabeled:
-            frame["label"] = frame["label"].astype(str)
-            frame.iloc[::unknown_every, frame.columns.get_loc("label")] = "maybe"
-        with gzip.open(folder / name, "wt", encoding="utf-8", newline="") as handle:
-            frame.to_csv(handle, index=False)
-    return folder
-
-
 def test_unknown_labels_stop_the_run_at_validation_and_register_nothing(
-    e2e_workspace: MakeE2eWorkspace, shared_data: Path, tmp_path: Path
+    e2e_workspace: MakeE2eWorkspace, write_imdb_slice: Callable[..., Path], tmp_path: Path
 ) -> None:
     # A third of the labels are unknown: clean quarantines those rows, and the quarantined
     # fraction is far above validate.max_quarantine_fraction (0.05).
-    source = _write_imdb_with_unknown_labels(shared_data, tmp_path / "imdb-bad", unknown_every=3)
+    source = write_imdb_slice(tmp_path / "imdb-bad", unknown_label_every=3)
     workspace = e2e_workspace("corrupted", dataset_path=source)
 
     result = workspace.tpl("run", "--profile", PROFILE)

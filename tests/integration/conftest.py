@@ -10,15 +10,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from transformer_pl.config import load_params
+from transformer_pl.config import deep_merge, load_params
 from transformer_pl.stages import STAGES, Layout
 
 SST2_SLICE_ROWS = {"train.tsv": 500, "dev.tsv": 150}
+PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 WriteSst2Slice = Callable[..., Path]
 MakeWorkspace = Callable[..., Path]
 RunStages = Callable[..., dict[str, dict[str, Any]]]
+ShrinkProfile = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def shrink_profile() -> ShrinkProfile:
+    """`shrink_profile(name, **overrides)`: params.yaml's profile `name` with `overrides` merged
+    in, as params.yaml overrides (the real profile, shrunk further for a test)."""
+
+    def shrink(name: str, **overrides: Any) -> dict[str, Any]:
+        raw = yaml.safe_load(PROJECT_PARAMS.read_text(encoding="utf-8"))
+        return deep_merge(raw["profiles"][name], overrides)
+
+    return shrink
 
 
 @pytest.fixture
@@ -52,6 +67,24 @@ def write_sst2_slice(shared_data: Path) -> WriteSst2Slice:
                     for index, line in enumerate(lines, start=1)
                 ]
             (folder / name).write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+        return folder
+
+    return write
+
+
+WriteShakespeareSlice = Callable[[Path, int], Path]
+
+
+@pytest.fixture(scope="session")
+def write_shakespeare_slice(shared_data: Path) -> WriteShakespeareSlice:
+    """`write_shakespeare_slice(folder, lines)`: the first `lines` lines of Tiny Shakespeare,
+    as its own input.txt in `folder`."""
+
+    def write(folder: Path, lines: int) -> Path:
+        folder.mkdir(parents=True)
+        text = (shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+        head = text.splitlines()[:lines]
+        (folder / "input.txt").write_text("\n".join(head) + "\n", encoding="utf-8")
         return folder
 
     return write

@@ -30,13 +30,7 @@ def test_own_csv_runs_through_every_stage_by_editing_params_only(
     assert summaries["clean"]["rows_quarantined"] == 0
     assert summaries["split"]["rows"] == {"train": 270, "val": 30, "test": 100}
     assert summaries["tokenizer"]["special_tokens"]["[PAD]"] == 0
-    assert set(summaries["encode"]["splits"]) == {
-        "train",
-        "val",
-        "test",
-        "pretrain",
-        "pretrain_val",
-    }
+    assert set(summaries["encode"]["splits"]) == {"train", "val", "pretrain", "pretrain_val"}
     encoded = root / Layout.ENCODED
     batch = next(iter(ClassificationDataModule(encoded, batch_size=16, seed=0).train_dataloader()))
     assert batch["input_ids"].shape[0] == 16 and set(batch["labels"].tolist()) <= {0, 1}

@@ -11,19 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from transformer_pl.config import deep_merge
 from transformer_pl.stages import STAGES
 
-PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 UNTIL_EVALUATE = [name for name in STAGES if name != "register"]
-
-
-def profile(name: str, **overrides: Any) -> dict[str, Any]:
-    """A profile of params.yaml with `overrides` merged in, as base params (no overlay)."""
-    raw = yaml.safe_load(PROJECT_PARAMS.read_text(encoding="utf-8"))
-    return deep_merge(raw["profiles"][name], overrides)
 
 
 def read_json(root: Path, relative: str) -> dict[str, Any]:
@@ -43,15 +34,12 @@ def in_project(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_language_model_is_pretrained_continued_scored_and_sampled(
-    make_project, in_project, run_stages, shared_data: Path, tmp_path: Path
+    make_project, in_project, run_stages, shrink_profile, write_shakespeare_slice, tmp_path: Path
 ) -> None:
-    corpus = tmp_path / "shakespeare"
-    corpus.mkdir()
-    lines = (shared_data / "tinyshakespeare" / "input.txt").read_text().splitlines()[:3000]
-    (corpus / "input.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    corpus = write_shakespeare_slice(tmp_path / "shakespeare", 3000)
     root = in_project(
         make_project(
-            profile(
+            shrink_profile(
                 "tiny-lm",
                 dataset="tinyshakespeare",
                 datasets={"tinyshakespeare": {"path": str(corpus)}},
@@ -107,14 +95,14 @@ def write_parallel(folder: Path, source: Path, rows: dict[str, int]) -> Path:
 
 
 def test_translator_trains_without_pretraining_and_reports_bleu_with_signatures(
-    make_project, in_project, run_stages, shared_data: Path, tmp_path: Path
+    make_project, in_project, run_stages, shrink_profile, shared_data: Path, tmp_path: Path
 ) -> None:
     data = write_parallel(
         tmp_path / "multi30k", shared_data / "multi30k", {"train": 400, "val": 60, "test": 60}
     )
     root = in_project(
         make_project(
-            profile(
+            shrink_profile(
                 "tiny-translate",
                 datasets={"multi30k": {"path": str(data)}},
                 tokenizer={"vocab_size": 600},

@@ -8,7 +8,7 @@ the stage functions turn `DataError` into `StageError`.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +17,8 @@ import pandas as pd
 SPLIT_ORDER = ("train", "val", "test", "unlabeled")
 TRAINING_SPLITS = ("train", "unlabeled")  # text a model may learn from
 HELDOUT_SPLITS = ("val", "test")
+# What every stage after split but evaluate may read: test is read once, by evaluate alone.
+DEVELOPMENT_SPLITS = ("train", "val", "unlabeled")
 
 
 class DataError(ValueError):
@@ -39,8 +41,11 @@ def write_frames(frames: Mapping[str, pd.DataFrame], folder: Path) -> None:
         frame.to_parquet(folder / f"{split}.parquet", index=False)
 
 
-def read_frames(folder: Path) -> dict[str, pd.DataFrame]:
+def read_frames(folder: Path, splits: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
+    """The split files in `folder`, or only those of `splits` that it holds: a stage reads the
+    splits it may use and never opens the others' files."""
     files = {path.stem: path for path in folder.glob("*.parquet")}
     if not files:
         raise DataError(f"no split files (*.parquet) in {folder}; run the previous stage first")
-    return {split: pd.read_parquet(files[split]) for split in ordered_splits(files)}
+    wanted = files if splits is None else [split for split in splits if split in files]
+    return {split: pd.read_parquet(files[split]) for split in ordered_splits(wanted)}

@@ -168,7 +168,9 @@ class LengthBucketSampler(ShardedBatchSampler):
 
 
 class _EncodedDataModule(pl.LightningDataModule):
-    """Loads `<encoded_dir>/<split>` (datasets.load_from_disk) on setup; subclasses collate."""
+    """Loads `<encoded_dir>/<split>` (datasets.load_from_disk) on setup; subclasses collate.
+    A training split and a validation split: encode writes no test split, evaluate alone reads
+    test (from its split file)."""
 
     columns: tuple[str, ...] = ("input_ids",)
 
@@ -177,20 +179,20 @@ class _EncodedDataModule(pl.LightningDataModule):
         encoded_dir: str | Path,
         batch_size: int,
         seed: int,
-        splits: tuple[str, str, str | None] = ("train", "val", "test"),
+        splits: tuple[str, str] = ("train", "val"),
         num_workers: int = 0,
     ) -> None:
         super().__init__()
         self.encoded_dir = Path(encoded_dir)
         self.batch_size = batch_size
         self.seed = seed
-        self.train_split, self.val_split, self.test_split = splits
+        self.train_split, self.val_split = splits
         self.num_workers = num_workers
         self.datasets: dict[str, datasets.Dataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        for split in (self.train_split, self.val_split, self.test_split):
-            if split is not None and split not in self.datasets:
+        for split in (self.train_split, self.val_split):
+            if split not in self.datasets:
                 path = self.encoded_dir / split
                 if not path.is_dir():
                     raise FileNotFoundError(f"no encoded split '{split}' at {path}; run encode")
@@ -202,11 +204,6 @@ class _EncodedDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_split, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.test_split is None:
-            raise ValueError("this datamodule has no test split")
-        return self._loader(self.test_split, shuffle=False)
 
     def collate(self, examples: list[Example]) -> Batch:
         raise NotImplementedError
@@ -273,7 +270,7 @@ class _MaskedExamples(Dataset):
 
 class MaskedLMDataModule(_EncodedDataModule):
     """Packed blocks (IMDB: the `pretrain` / `pretrain_val` splits; a language-model corpus:
-    `train` / `val`). Training blocks are masked anew every epoch; val/test blocks get fixed
+    `train` / `val`). Training blocks are masked anew every epoch; val blocks get fixed
     masks. `vocab_size` defaults to the encoded meta's."""
 
     def __init__(
@@ -283,7 +280,7 @@ class MaskedLMDataModule(_EncodedDataModule):
         seed: int,
         mask_probability: float = 0.15,
         vocab_size: int | None = None,
-        splits: tuple[str, str, str | None] = ("pretrain", "pretrain_val", None),
+        splits: tuple[str, str] = ("pretrain", "pretrain_val"),
         num_workers: int = 0,
     ) -> None:
         super().__init__(encoded_dir, batch_size, seed, splits, num_workers)
@@ -318,7 +315,7 @@ class CausalLMDataModule(_EncodedDataModule):
 
 class ClassificationDataModule(_EncodedDataModule):
     """Training batches come from a `LengthBucketSampler` (dynamic padding to the batch's
-    longest sequence); val/test keep the split's order.
+    longest sequence); val keeps the split's order.
 
     `train_dataset`, when set before training, replaces the encoded train split: rows with
     `targets`, a probability per class that the loss fits instead of `label`, and `distilled`,
@@ -333,7 +330,7 @@ class ClassificationDataModule(_EncodedDataModule):
         batch_size: int,
         seed: int,
         bucket_chunk_batches: int = 50,
-        splits: tuple[str, str, str | None] = ("train", "val", "test"),
+        splits: tuple[str, str] = ("train", "val"),
         num_workers: int = 0,
     ) -> None:
         super().__init__(encoded_dir, batch_size, seed, splits, num_workers)
@@ -342,7 +339,9 @@ class ClassificationDataModule(_EncodedDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None and self.train_split not in self.datasets:
             columns = [*self.columns, "targets", "distilled"]
-            self.datasets[self.train_split] = self.train_dataset.with_format("torch", columns=columns)
+            self.datasets[self.train_split] = self.train_dataset.with_format(
+                "torch", columns=columns
+            )
         super().setup(stage)
 
     def train_dataloader(self) -> DataLoader:

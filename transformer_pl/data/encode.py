@@ -1,13 +1,16 @@
 """Encode: token ids as Arrow datasets, one `save_to_disk` folder per split, plus `meta.json`.
 
-    classify   train, val, test          input_ids ([CLS] … [SEP], at most max_length), label
+    classify   train, val                input_ids ([CLS] … [SEP], at most max_length), label
                unlabeled                 input_ids as above, no label (when the dataset has
                                          one: what a finetune teacher labels)
                pretrain, pretrain_val    input_ids: packed blocks of train + unlabeled text / of
                                          val text, for masked-LM pretraining
-    lm         train, val, test          input_ids: packed blocks
-    translate  train, val, test          source_ids (at most max_length),
+    lm         train, val                input_ids: packed blocks
+    translate  train, val                source_ids (at most max_length),
                                          target_ids ([BOS] … [EOS], at most max_length)
+
+Test is not encoded: only evaluate reads it, from the split file, through the tokenizer as the
+registered model does.
 
 Packing: each text's ids followed by [EOS], concatenated in split order and cut every
 `block_size` ids; only the last block may be shorter, so no token is dropped. Tokenizing uses
@@ -33,6 +36,7 @@ from datasets.table import InMemoryTable
 from tokenizers import Tokenizer
 
 from transformer_pl.config import DatasetSpec, EncodeParams
+from transformer_pl.data import TRAINING_SPLITS
 from transformer_pl.data.tokenizer import BOS_ID, CLS_ID, EOS_ID, SEP_ID, SPECIAL_TOKENS
 
 META = "meta.json"
@@ -59,27 +63,28 @@ def encode_splits(
     params: EncodeParams,
     out_dir: Path,
 ) -> dict[str, Any]:
-    """Write every encoded split under `out_dir` (replacing it); returns meta.json's content.
-    Each text is tokenized once; classification sequences and pretraining blocks share the ids."""
+    """Write the encoded development splits under `out_dir` (replacing it); returns meta.json's
+    content. Each text is tokenized once; classification sequences and pretraining blocks share
+    the ids. A test frame among `frames` is left alone."""
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     # Fingerprints from the inputs, so that the saved datasets are byte-for-byte reproducible.
     fingerprint = _digest(tokenizer_path.read_bytes(), params.model_dump_json().encode())
     encoder = _Encoder(tokenizer, params, fingerprint)
     encoded: dict[str, Dataset] = {}
     if spec.task == "translate":
-        for split in ("train", "val", "test"):
+        for split in ("train", "val"):
             encoded[split] = encoder.translation(frames[split], split)
     else:
-        ids = {split: encoder.token_ids(frame, split) for split, frame in frames.items()}
+        splits = [split for split in ("train", "val", "unlabeled") if split in frames]
+        ids = {split: encoder.token_ids(frames[split], split) for split in splits}
         if spec.task == "classify":
-            for split in ("train", "val", "test", "unlabeled"):
-                if split in ids:
-                    encoded[split] = encoder.classification(ids[split], split)
-            pretrain = [ids[split] for split in ("train", "unlabeled") if split in ids]
+            for split in splits:
+                encoded[split] = encoder.classification(ids[split], split)
+            pretrain = [ids[split] for split in TRAINING_SPLITS if split in ids]
             encoded["pretrain"] = encoder.packed(pretrain, "pretrain")
             encoded["pretrain_val"] = encoder.packed([ids["val"]], "pretrain_val")
         else:
-            for split in ("train", "val", "test"):
+            for split in ("train", "val"):
                 encoded[split] = encoder.packed([ids[split]], split)
     if out_dir.exists():
         shutil.rmtree(out_dir)

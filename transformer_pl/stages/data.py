@@ -1,5 +1,9 @@
 """The data stages, in run order: ingest → clean → validate → split → tokenizer → encode.
 
+Up to split, a stage copies, cleans, checks and cuts every split, test included. From tokenizer
+on, stages read the development splits alone (`DEVELOPMENT_SPLITS`): evaluate is the only stage
+that reads test (and tokenizes it itself).
+
 Each is `stage(params, layout) -> summary`: it reads only its declared deps, writes only its outs,
 and writes its summary as its metrics file under data/reports/ (outside the DVC-cached outs). The
 data modules are imported inside each stage so that `tpl stage ingest` does not load Great
@@ -22,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from transformer_pl.config import Params
-from transformer_pl.data import DataError, read_frames, write_frames
+from transformer_pl.data import DEVELOPMENT_SPLITS, DataError, read_frames, write_frames
 from transformer_pl.stages.base import StageError, StageSpec
 from transformer_pl.stages.layout import Layout
 
@@ -118,7 +122,7 @@ def tokenizer(params: Params, layout: Layout) -> dict[str, Any]:
     )
 
     with _as_stage_error():
-        frames = read_frames(layout / Layout.SPLITS)
+        frames = read_frames(layout / Layout.SPLITS, DEVELOPMENT_SPLITS)
     texts, sources = training_texts(frames, params.dataset_spec, params.tokenizer)
     trained = train_tokenizer(texts, params.tokenizer)
     path = layout / Layout.TOKENIZER
@@ -142,7 +146,7 @@ def encode(params: Params, layout: Layout) -> dict[str, Any]:
     from transformer_pl.data.encode import encode_splits
 
     with _as_stage_error():
-        frames = read_frames(layout / Layout.SPLITS)
+        frames = read_frames(layout / Layout.SPLITS, DEVELOPMENT_SPLITS)
     meta = encode_splits(
         frames,
         layout / Layout.TOKENIZER,

@@ -406,17 +406,19 @@ def fit_distillation_teacher(
     """finetune.teacher fitted as finetune fits it (`fit_teacher`: on train, best C and its
     temperature on val, seeded), on whole texts: each split's texts from the split files,
     tokenized without special tokens. Returns the fit, the token ids of train, val and
-    `other_splits`, and the labels of those that have them."""
+    `other_splits`, and the labels of those that have them. Only those splits' files are read
+    (finetune never names test)."""
     import numpy as np
     from tokenizers import Tokenizer
 
     from transformer_pl.data import read_frames
     from transformer_pl.ngram_teacher import fit_teacher
 
-    frames = read_frames(layout / Layout.SPLITS)
+    wanted = ("train", "val", *other_splits)
+    frames = read_frames(layout / Layout.SPLITS, wanted)
     tokenizer = Tokenizer.from_file(str(layout / Layout.TOKENIZER))
     texts, labels = {}, {}
-    for split in ("train", "val", *other_splits):
+    for split in wanted:
         if split not in frames:
             raise StageError(f"no {split} split in {Layout.SPLITS}: the teacher needs it")
         encodings = tokenizer.encode_batch_fast(

@@ -135,9 +135,9 @@ def encoded(tmp_path_factory) -> dict[str, Path]:
     """Small encoded datasets for classification and translation."""
     root = tmp_path_factory.mktemp("encoded")
     tokenizer = root / "tokenizer.json"
-    train_tokenizer(sentences(100, 0), TokenizerParams(kind="wordpiece", vocab_size=100, min_frequency=1)).save(
-        str(tokenizer)
-    )
+    train_tokenizer(
+        sentences(100, 0), TokenizerParams(kind="wordpiece", vocab_size=100, min_frequency=1)
+    ).save(str(tokenizer))
     classify = DatasetSpec(
         task="classify",
         path="x",
@@ -155,11 +155,11 @@ def encoded(tmp_path_factory) -> dict[str, Path]:
     )
     labeled = {
         split: pd.DataFrame({"text": sentences(40, seed), "label": [0, 1] * 20})
-        for seed, split in enumerate(("train", "val", "test"))
+        for seed, split in enumerate(("train", "val"))
     }
     pairs = {
         split: pd.DataFrame({"text": sentences(40, seed), "target": sentences(40, seed + 9)})
-        for seed, split in enumerate(("train", "val", "test"))
+        for seed, split in enumerate(("train", "val"))
     }
     params = EncodeParams(max_length=16, block_size=16)
     encode_splits(labeled, tokenizer, classify, params, root / "classify")
@@ -182,7 +182,7 @@ def test_classification_batches_pad_dynamically(encoded):
     assert batch["labels"].shape == (8,) and set(batch["labels"].tolist()) <= {0, 1}
     again = first_batch(ClassificationDataModule(encoded["classify"], batch_size=8, seed=0))
     assert torch.equal(batch["input_ids"], again["input_ids"])
-    assert first_batch(datamodule, "test_dataloader")["labels"].tolist() == [0, 1] * 4
+    assert first_batch(datamodule, "val_dataloader")["labels"].tolist() == [0, 1] * 4
 
 
 class RecordBatches(pl.Callback):
@@ -230,7 +230,7 @@ def test_masked_lm_trains_on_fresh_masks_and_validates_on_fixed_ones(encoded):
 
 def test_causal_lm_labels_are_the_inputs_except_padding(encoded):
     datamodule = CausalLMDataModule(
-        encoded["classify"], batch_size=8, seed=0, splits=("pretrain", "pretrain_val", None)
+        encoded["classify"], batch_size=8, seed=0, splits=("pretrain", "pretrain_val")
     )
     batch = first_batch(datamodule, "val_dataloader")
     padding = batch["attention_mask"] == 0

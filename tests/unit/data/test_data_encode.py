@@ -77,7 +77,9 @@ def test_classification_splits_and_pretraining_corpus(tmp_path, tokenizer_path):
     }
     params = EncodeParams(max_length=16, block_size=32)
     meta = encode_splits(frames, tokenizer_path, CLASSIFY, params, tmp_path / "enc")
-    assert set(meta["splits"]) == {"train", "val", "test", "unlabeled", "pretrain", "pretrain_val"}
+    # Test is left to evaluate, which tokenizes the split file itself.
+    assert set(meta["splits"]) == {"train", "val", "unlabeled", "pretrain", "pretrain_val"}
+    assert not (tmp_path / "enc" / "test").exists()
     train = datasets.load_from_disk(str(tmp_path / "enc" / "train"))
     assert train.column_names == ["input_ids", "label"]
     assert train["label"] == frames["train"]["label"].tolist()
@@ -108,6 +110,7 @@ def test_translation_targets_are_wrapped_and_encoding_is_reproducible(tmp_path, 
         assert target[0] == BOS_ID and target[-1] == EOS_ID and len(target) <= 8
         assert len(source) <= 8 and BOS_ID not in source
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert sorted(path.name for path in (tmp_path / "a").iterdir()) == [META, "train", "val"]
 
 
 def digest(folder: Path) -> str:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from transformer_pl.config import DatasetSpec, SplitParams
-from transformer_pl.data import DataError
+from transformer_pl.data import DEVELOPMENT_SPLITS, DataError, read_frames, write_frames
 from transformer_pl.data.split import CARVED_VAL_CAVEAT, split_frames, stratified_selection
 
 CLASSIFY = DatasetSpec(
@@ -66,3 +66,11 @@ def test_language_model_tails_are_contiguous_and_in_order():
 def test_too_small_a_train_split_is_an_error():
     with pytest.raises(DataError, match="train has 3 rows: too few"):
         split_frames({"train": labeled(3, (1.0,))}, CLASSIFY, SplitParams(), seed=0)
+
+
+def test_read_frames_reads_only_the_splits_asked_for(tmp_path):
+    frames = {name: labeled(10) for name in ("train", "val", "test")}
+    write_frames(frames, tmp_path / "splits")
+    development = read_frames(tmp_path / "splits", DEVELOPMENT_SPLITS)
+    assert list(development) == ["train", "val"]  # no unlabeled split here, and never test
+    assert list(read_frames(tmp_path / "splits")) == ["train", "val", "test"]
