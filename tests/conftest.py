@@ -64,13 +64,26 @@ def _stop_ephemeral_prefect_server() -> Iterator[None]:
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+# What CI services set CI to (GitHub Actions, GitLab, Buildkite: "true"; some others: "1").
+CI_VALUES = {"true", "1", "yes"}
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in CI_VALUES
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Iterator[Path]:
     """The reference datasets: $TPL_DATA_DIR, else ../shared/data beside the checkout (exported
-    as TPL_DATA_DIR, as the Makefile does, so that stages find them)."""
+    as TPL_DATA_DIR, as the Makefile does, so that stages find them). Without them a test that
+    needs them is skipped on a developer's machine, but fails under CI: a CI run that skipped
+    every test on real data would pass having checked nothing of it."""
     path = Path(os.environ.get("TPL_DATA_DIR") or PROJECT_ROOT.parent / "shared" / "data")
     if not path.is_dir():
-        pytest.skip(f"reference datasets not found at {path} (set TPL_DATA_DIR)")
+        missing = f"reference datasets not found at {path} (set TPL_DATA_DIR)"
+        if running_in_ci():
+            pytest.fail(f"{missing}; under CI a test that needs them fails", pytrace=False)
+        pytest.skip(missing)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TPL_DATA_DIR", str(path.resolve()))
         yield path
