@@ -28,7 +28,8 @@ def test_own_csv_runs_through_every_stage_by_editing_params_only(
         for path in (*spec.outs, *spec.metrics):
             assert (root / path).exists(), f"{spec.name} did not write {path}"
     assert summaries["clean"]["rows_quarantined"] == 0
-    assert summaries["split"]["rows"] == {"train": 270, "val": 30, "test": 100}
+    val = round(300 * load_params(root / "params.yaml").split.val_fraction)  # carved from train
+    assert summaries["split"]["rows"] == {"train": 300 - val, "val": val, "test": 100}
     assert summaries["tokenizer"]["special_tokens"]["[PAD]"] == 0
     assert set(summaries["encode"]["splits"]) == {"train", "val", "pretrain", "pretrain_val"}
     encoded = root / Layout.ENCODED
@@ -107,10 +108,11 @@ def test_tiny_profile_runs_the_imdb_data_path_in_seconds(make_project, shared_da
     summaries = run_stages(root, DATA_STAGE_NAMES, profile="tiny")
     elapsed = time.perf_counter() - started
     assert elapsed < 120, f"tiny IMDB data path took {elapsed:.0f} s"
-    sample = load_params(root / "params.yaml", "tiny").clean.max_rows_per_split
+    params = load_params(root / "params.yaml", "tiny")
+    sample = params.clean.max_rows_per_split
     assert summaries["clean"]["rows_in"] == 3 * sample  # sampled from train, test, unlabeled
     assert summaries["ingest"]["splits"]["unlabeled"]["rows"] == 50_000
-    half_of_val = sample // 10 // 2  # val: 10% of the sampled train rows, stratified
+    half_of_val = round(sample * params.split.val_fraction) // 2  # of sampled train, stratified
     assert summaries["split"]["label_counts"]["val"] == {
         "negative": half_of_val,
         "positive": half_of_val,
