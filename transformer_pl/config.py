@@ -374,7 +374,7 @@ class DecodeParams(Section):
 # whether higher is better. Test metrics are reported, never used to choose.
 HEADLINE_METRICS: dict[str, tuple[str, bool]] = {
     "classify": ("val_accuracy", True),
-    "lm": ("val_perplexity", False),
+    "lm": ("val_word_perplexity", False),  # per word: comparable across tokenizers
     "translate": ("val_bleu", True),
 }
 

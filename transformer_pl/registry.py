@@ -96,6 +96,7 @@ PROBABILITY_PREFIX = "probability_"
 MODEL_ARTIFACT_NAME = "model"
 BUNDLE_ARTIFACT = "bundle"
 SERVING_FILE = "serving.json"  # in a registered bundle: the request limits (ServeParams)
+EVALUATION_ARTIFACTS = "evaluation"  # the run folder of what a version was evaluated on
 PREDICT_BATCH_SIZE = 32
 
 # The models-from-code entry file MLflow executes to build the model: no pickled objects.
@@ -509,6 +510,9 @@ class RegistrationDecision:
     evaluation_data: str
     champion_evaluation_data: str | None
     reason: str
+    # The paired difference from the champion on the shared val data (`<metric>_minus_champion`
+    # and its 95% interval), when both versions' per-example predictions are at hand.
+    champion_comparison: dict[str, float] | None = None
 
 
 def registration_fingerprint(
@@ -547,6 +551,8 @@ def register_model(
     run_id: str | None = None,
     bundle_fields: Mapping[str, Any] | None = None,
     serving_limits: ServeParams | None = None,
+    evaluation_artifacts: Sequence[Path] = (),
+    compare_with_champion: Callable[[ModelVersion], dict[str, float] | None] | None = None,
 ) -> RegistrationDecision:
     """Log the bundle as a pyfunc model, register it as a new version of `model_name` and move
     the aliases: `challenger` always, `champion` when the new version beats the champion's
@@ -562,9 +568,13 @@ def register_model(
     fingerprint means nothing changed, and nothing is logged or registered.
 
     `bundle_fields` are added to the registered bundle's config.json (a sequence bundle's
-    `decoding` defaults); `serving_limits` bound what one request to it may ask for. The
-    decision is logged to run `run_id`, else the active run, else a new run. A registry that
-    refuses a request for good raises `RegistryError`.
+    `decoding` defaults); `serving_limits` bound what one request to it may ask for.
+    `evaluation_artifacts` (the val predictions) are logged beside the model, under
+    `evaluation/`, so a later version can be paired with this one: `compare_with_champion`
+    reads the champion's (when it was scored on the same val data) and returns the paired
+    difference, which the decision records. The decision is logged to run `run_id`, else the
+    active run, else a new run. A registry that refuses a request for good raises
+    `RegistryError`.
     """
     if not metric_key.startswith(VALIDATION_PREFIX):
         raise ValueError(
@@ -586,6 +596,7 @@ def register_model(
                 metrics=metrics,
                 bundle_fields=bundle_fields or {},
                 serving_limits=serving_limits or ServeParams(),
+                evaluation_artifacts=evaluation_artifacts,
                 version_tags={
                     **{key: str(value) for key, value in tags.items()},
                     **{f"{METRIC_TAG_PREFIX}{key}": str(value) for key, value in metrics.items()},
@@ -602,6 +613,7 @@ def register_model(
                 evaluation_data=evaluation_data,
                 margin=champion_margin,
                 greater_is_better=greater_is_better,
+                compare_with_champion=compare_with_champion,
             )
             _complete(client, decision)
         _log_decision(decision)
@@ -617,6 +629,7 @@ def _decide(
     evaluation_data: str,
     margin: float,
     greater_is_better: bool,
+    compare_with_champion: Callable[[ModelVersion], dict[str, float] | None] | None,
 ) -> RegistrationDecision:
     """Compare the new version with the champion and write the decision on the version, before
     any alias moves: a rerun after a crash then carries out this decision, not a new one."""
@@ -624,6 +637,7 @@ def _decide(
     champion_data = champion.tags.get(EVALUATION_DATA_TAG) if champion else None
     same_data = champion is not None and champion_data == evaluation_data
     champion_metric = _metric_of(champion, metric_key) if same_data else None
+    comparison = compare_with_champion(champion) if same_data and compare_with_champion else None
     promoted, reason = _should_promote(
         challenger_metric, champion, champion_metric, same_data, margin, greater_is_better
     )
@@ -639,6 +653,7 @@ def _decide(
         evaluation_data=evaluation_data,
         champion_evaluation_data=champion_data,
         reason=reason,
+        champion_comparison=comparison,
     )
     for field, value in asdict(decision).items():
         client.set_model_version_tag(
@@ -735,6 +750,7 @@ def _log_and_register(
     metrics: Mapping[str, float],
     bundle_fields: Mapping[str, Any],
     serving_limits: ServeParams,
+    evaluation_artifacts: Sequence[Path],
     version_tags: dict[str, str],
 ) -> ModelVersion:
     """Log the pyfunc model to the active run and register it; returns the new version."""
@@ -766,6 +782,8 @@ def _log_and_register(
             pip_requirements=_pip_requirements(),
         )
     mlflow.log_metrics(dict(metrics), model_id=model_info.model_id)
+    for artifact in evaluation_artifacts:
+        mlflow.log_artifact(str(artifact), artifact_path=EVALUATION_ARTIFACTS)
     return mlflow.register_model(model_info.model_uri, model_name, tags=version_tags)
 
 
@@ -811,6 +829,7 @@ def _log_decision(decision: RegistrationDecision) -> None:
             for role, value in compared.items()
             if value is not None
         }
+        | (decision.champion_comparison or {})
     )
     mlflow.set_tags(
         {
@@ -822,6 +841,21 @@ def _log_decision(decision: RegistrationDecision) -> None:
             "registry.reason": decision.reason,
         }
     )
+
+
+def evaluation_artifact(version: ModelVersion, name: str, destination: Path) -> Path | None:
+    """A file the version was logged with under `evaluation/` (see `register_model`), downloaded
+    into `destination`; None when it has none (registered before these were kept)."""
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=version.run_id,
+                artifact_path=f"{EVALUATION_ARTIFACTS}/{name}",
+                dst_path=str(destination),
+            )
+        )
+    except (MlflowException, OSError):
+        return None
 
 
 def _version_by_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:

@@ -667,3 +667,46 @@ def test_a_request_beyond_the_registered_limits_is_refused_naming_the_limit(
     assert too_many.value.get_http_status_code() == 400
     with pytest.raises(MlflowException, match=r"serve\.max_text_chars"):
         model.predict(pd.DataFrame({"text": ["word " * 20]}))
+
+
+def test_the_decision_records_the_paired_difference_from_a_champion_on_the_same_val_data(
+    bundle_dir: Path, tokenizer_path: Path, experiment_id: str, tmp_path: Path
+) -> None:
+    from transformer_pl.config import load_params
+    from transformer_pl.stages.evaluation import _champion_comparison
+
+    labels = np.array([0, 1] * 100)
+    champion_val, challenger_val = tmp_path / "v1" / "val.parquet", tmp_path / "v2" / "val.parquet"
+    for path, wrong in ((champion_val, 40), (challenger_val, 10)):
+        path.parent.mkdir()
+        predicted = labels.copy()
+        predicted[:wrong] = 1 - predicted[:wrong]
+        pd.DataFrame({"label": labels, "predicted_model": predicted}).to_parquet(path)
+    params = load_params(Path(__file__).parents[2] / "params.yaml")
+
+    def register_version(val: Path, accuracy: float, data_hash: str) -> RegistrationDecision:
+        with mlflow.start_run(experiment_id=experiment_id):
+            return register_model(
+                bundle_dir,
+                tokenizer_path,
+                model_name="paired",
+                metrics={"val_accuracy": accuracy},
+                tags={},
+                metric_key="val_accuracy",
+                champion_margin=0.0,
+                fingerprint=registration_fingerprint("c", {"d": data_hash}, {}),
+                evaluation_data="val-v1",
+                evaluation_artifacts=[val],
+                compare_with_champion=_champion_comparison(params, "classify", val),
+            )
+
+    first = register_version(champion_val, 0.80, "d1")
+    assert first.champion_comparison is None  # no champion to pair with
+    second = register_version(challenger_val, 0.95, "d2")
+
+    comparison = second.champion_comparison
+    assert comparison["val_accuracy_minus_champion"] == pytest.approx(0.15)
+    assert 0 < comparison["val_accuracy_minus_champion_ci95_low"] < 0.15
+    assert comparison["val_accuracy_minus_champion_mcnemar_p"] < 0.01
+    tags = MlflowClient().get_model_version("paired", second.version).tags
+    assert json.loads(tags["decision.champion_comparison"]) == comparison

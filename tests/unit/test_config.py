@@ -110,7 +110,7 @@ def test_the_task_decides_pretraining_model_name_and_champion_metric(raw):
     )
     assert (imdb.pretraining, imdb.model_name) == ("ppmi_svd", "transformer-pl-imdb")
     assert imdb.registration_metric == ("val_accuracy", True)
-    assert lm.dataset_spec.task == "lm" and lm.registration_metric == ("val_perplexity", False)
+    assert lm.dataset_spec.task == "lm" and lm.registration_metric == ("val_word_perplexity", False)
     # A translation model per direction: de→en and en→de scores do not compare.
     assert translate.model_name == "transformer-pl-multi30k-de-en"
     assert translate.registration_metric == ("val_bleu", True)

@@ -30,6 +30,7 @@ SAMPLES = f"{Layout.METRICS}/samples.json"
 REGISTRATION_REPORT = f"{Layout.METRICS}/register.json"
 # Per-example predictions of the model and its baselines, one Parquet file per scored split.
 PREDICTIONS = f"{Layout.METRICS}/predictions"
+VAL_PREDICTIONS, TEST_PREDICTIONS = f"{PREDICTIONS}/val.parquet", f"{PREDICTIONS}/test.parquet"
 PROFILE_KEYS = ("profile", "profiles")
 SCORED_SPLITS = ("val", "test")
 # (metrics, samples, per-example predictions by split)
@@ -69,6 +70,14 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     write_json(layout / EVALUATION_METRICS, summary)
     write_json(layout / SAMPLES, {"dataset": params.dataset, "task": task, "samples": samples})
     return summary
+
+
+def per_token_perplexity(sums: Any) -> float:
+    """exp(summed NLL / summed count) of summed (nll, tokens) rows, or (nll, words) rows for
+    word perplexity."""
+    import numpy as np
+
+    return float(np.exp(sums[0] / sums[1]))
 
 
 def _fingerprint(frame: Any) -> str:
@@ -275,8 +284,8 @@ def _language_model(
     """Perplexity of every val/test token, each predicted once from up to a training block of
     context (`token_nll`); per token of our tokenizer and per word of the text, which compares
     across tokenizers (WikiText results are per word). Beside it the unigram baseline, and the
-    paired interval of the difference over blocks of tokens. Samples: each prompt continued
-    greedily and sampled."""
+    paired interval of the difference over lines. Samples: each prompt continued greedily and
+    sampled."""
     import numpy as np
     import pandas as pd
 
@@ -286,6 +295,7 @@ def _language_model(
         generate_texts,
         line_stream,
         load_sequence_bundle,
+        token_ids,
         token_nll,
     )
     from transformer_pl.significance import paired_bootstrap
@@ -316,21 +326,23 @@ def _language_model(
             f"baseline_{split}_perplexity": perplexity(float(baseline_nll.sum()), len(model_nll)),
             f"baseline_{split}_word_perplexity": word_perplexity(float(baseline_nll.sum()), words),
         }
-        # Blocks of the model's context length are the resampled units: neighbouring tokens'
-        # losses are not independent.
-        starts = np.arange(0, len(model_nll), bundle.max_length)
-        blocks = pd.DataFrame(
+        # Lines are the resampled units (neighbouring tokens' losses are not independent), and
+        # they stay the same units whatever the tokenizer, so two models' lines pair up.
+        line_ends = np.cumsum([len(ids) + 1 for ids in token_ids(tokenizer, texts)])
+        line_starts = np.concatenate([[0], line_ends[:-1]])
+        lines = pd.DataFrame(
             {
-                "model_nll": np.add.reduceat(model_nll, starts),
-                "baseline_nll": np.add.reduceat(baseline_nll, starts),
-                "tokens": np.diff(np.append(starts, len(model_nll))),
+                "model_nll": np.add.reduceat(model_nll, line_starts),
+                "baseline_nll": np.add.reduceat(baseline_nll, line_starts),
+                "tokens": line_ends - line_starts,
+                "words": [len(text.split()) + 1 for text in texts],
             }
         )
-        predictions[split] = blocks
+        predictions[split] = lines
         difference = paired_bootstrap(
-            blocks[["model_nll", "tokens"]].to_numpy(),
-            blocks[["baseline_nll", "tokens"]].to_numpy(),
-            statistic=lambda sums: float(np.exp(sums[0] / sums[1])),
+            lines[["model_nll", "tokens"]].to_numpy(),
+            lines[["baseline_nll", "tokens"]].to_numpy(),
+            statistic=per_token_perplexity,
             resamples=settings.bootstrap_resamples,
             seed=params.seed,
         )
@@ -495,7 +507,11 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
             # register the same weights again.
             fingerprint=registration_fingerprint(
                 git_commit(),
-                {path: md5 for path, md5 in data_hashes.items() if path != EVALUATION_METRICS},
+                {
+                    path: md5
+                    for path, md5 in data_hashes.items()
+                    if path not in (EVALUATION_METRICS, VAL_PREDICTIONS)
+                },
                 params_subset(params, spec.params),
             ),
             # A classifier serves calibrated probabilities; generators decode as evaluate did.
@@ -510,6 +526,70 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
     summary = {"dataset": params.dataset, **asdict(decision)}
     write_json(layout / REGISTRATION_REPORT, summary)
     return summary
+
+
+def _champion_comparison(
+    params: Params, task: str, val_predictions: Path
+) -> Callable[[Any], dict[str, float] | None]:
+    """For the registry: the paired difference of the new version's val headline metric from
+    the champion's, both read from their per-example val predictions (None when the champion
+    was registered without them). Called only for a champion scored on the same val data, so
+    the rows pair up."""
+
+    def compare(champion: Any) -> dict[str, float] | None:
+        import tempfile
+
+        import pandas as pd
+
+        from transformer_pl.registry import evaluation_artifact
+
+        with tempfile.TemporaryDirectory(prefix="tpl-champion-") as scratch:
+            path = evaluation_artifact(champion, Path(VAL_PREDICTIONS).name, Path(scratch))
+            theirs = None if path is None else pd.read_parquet(path)
+        ours = pd.read_parquet(val_predictions)
+        if theirs is None or len(theirs) != len(ours):
+            return None
+        return paired_val_difference(
+            task, ours, theirs, params.evaluate.bootstrap_resamples, params.seed
+        )
+
+    return compare
+
+
+def paired_val_difference(
+    task: str, ours: Any, theirs: Any, resamples: int, seed: int
+) -> dict[str, float]:
+    """`val_<headline>_minus_champion` and its 95% interval, from two versions' val
+    predictions files (`evaluate`) on the same rows."""
+    from transformer_pl.evaluation import bleu_from_statistics, bleu_statistics
+    from transformer_pl.significance import compare_accuracy, paired_bootstrap
+
+    if task == "classify":
+        return compare_accuracy(
+            (ours["predicted_model"] == ours["label"]).to_numpy(),
+            (theirs["predicted_model"] == theirs["label"]).to_numpy(),
+            "val_accuracy_minus_champion",
+            resamples,
+            seed,
+        )
+    if task == "clm":
+        columns = ["model_nll", "words"]  # per word: comparable across tokenizers
+        difference = paired_bootstrap(
+            ours[columns].to_numpy(),
+            theirs[columns].to_numpy(),
+            statistic=per_token_perplexity,
+            resamples=resamples,
+            seed=seed,
+        )
+        return difference.as_metrics("val_word_perplexity_minus_champion")
+    difference = paired_bootstrap(
+        bleu_statistics(ours["translation"].tolist(), ours["reference"].tolist()),
+        bleu_statistics(theirs["translation"].tolist(), theirs["reference"].tolist()),
+        statistic=bleu_from_statistics,
+        resamples=resamples,
+        seed=seed,
+    )
+    return difference.as_metrics("val_bleu_minus_champion")
 
 
 def _code(*paths: str) -> tuple[str, ...]:
@@ -536,7 +616,7 @@ STAGES: tuple[StageSpec, ...] = (
             ),
         ),
         params=("dataset", *PROFILE_KEYS, "seed", "evaluate", "decode", "finetune.teacher"),
-        outs=(PREDICTIONS,),
+        outs=(VAL_PREDICTIONS, TEST_PREDICTIONS),
         metrics=(EVALUATION_METRICS, SAMPLES),
         plots=(Layout.PLOTS,),
     ),
@@ -547,8 +627,11 @@ STAGES: tuple[StageSpec, ...] = (
             Layout.FINETUNED,
             Layout.TOKENIZER,
             EVALUATION_METRICS,
+            VAL_PREDICTIONS,
             *_code(
                 "transformer_pl/registry.py",
+                "transformer_pl/significance.py",
+                "transformer_pl/evaluation.py",
                 "transformer_pl/inference.py",
                 "transformer_pl/calibration.py",
             ),
