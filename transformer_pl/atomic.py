@@ -60,5 +60,5 @@ def move_aside(path: Path, problem: str) -> Path:
         path.rename(aside)
     except FileNotFoundError:  # another process moved it first
         return aside
-    log.warning("%s is unreadable (%s): moved to %s, starting over", path, problem, aside.name)
+    log.warning("%s is unreadable (%s): moved aside as %s", path, problem, aside.name)
     return aside

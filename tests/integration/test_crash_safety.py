@@ -32,7 +32,8 @@ from transformer_pl.stages.runner import stage_input_key
 
 MakeWorkspace = Callable[[str], Path]  # a fixture of conftest.py
 PROFILE = "tiny"
-HOLDER_STARTUP_TIMEOUT_SECONDS = 60
+# Far above a tiny run's few minutes: only a guard against a hang.
+TPL_RUN_TIMEOUT_SECONDS = 1200
 
 
 class PlantedPickle:
@@ -148,9 +149,12 @@ def test_corrupt_output_record_reruns_its_stage(
     assert not _ingest_ran()
 
 
-def _dvc_status_clean(project: Path, stage: str) -> bool:
+def _dvc_status_clean(project: Path, *stages: str) -> bool:
     status = subprocess.run(
-        [sys.executable, "-m", "dvc", "status", stage], cwd=project, capture_output=True, text=True
+        [sys.executable, "-m", "dvc", "status", *stages],
+        cwd=project,
+        capture_output=True,
+        text=True,
     )
     assert status.returncode == 0, status.stderr
     return "up to date" in status.stdout
@@ -222,6 +226,23 @@ def _without_token() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key != TOKEN_VARIABLE}
 
 
+def _tpl(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`tpl ARGS` in the workspace at `root`, as a user runs it (no lock token inherited)."""
+    env = _without_token() | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        # The workspace holds copies of some package files (DVC deps): import the package.
+        "PYTHONSAFEPATH": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "transformer_pl.cli", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TPL_RUN_TIMEOUT_SECONDS,
+    )
+
+
 def test_second_run_is_refused_naming_the_holder(
     held_workspace: tuple[Path, subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -233,17 +254,13 @@ def test_second_run_is_refused_naming_the_holder(
     assert f"pid {holder.pid} on {socket.gethostname()}" in message
     assert "tpl run --profile holder" in message and "started 20" in message
 
-    stage = subprocess.run(
-        [sys.executable, "-m", "transformer_pl.cli", "stage", "ingest"],
-        cwd=root,
-        env=_without_token(),
-        capture_output=True,
-        text=True,
-        timeout=HOLDER_STARTUP_TIMEOUT_SECONDS,
-    )
+    stage = _tpl(root, "stage", "ingest")
     assert stage.returncode == 1
     assert f"stage ingest failed: workspace {root} is in use by pid {holder.pid}" in stage.stderr
     assert "Traceback" not in stage.stderr
+    run = _tpl(root, "run", "--profile", PROFILE)
+    assert run.returncode == 1
+    assert f"pipeline refused: workspace {root} is in use by pid {holder.pid}" in run.stderr
 
 
 CHILD_SCRIPT = """
@@ -330,3 +347,32 @@ def test_lock_a_dead_holder_left_with_a_process_it_started_is_broken(
         orphan.kill()
         orphan.wait()
     assert "has ended; breaking the lock" in caplog.text
+
+
+# --- the whole pipeline after its state files were damaged -----------------------------------
+
+
+@pytest.mark.slow  # trains the tiny model
+def test_tpl_run_completes_after_its_records_and_dvc_lock_were_cut_short(
+    make_workspace: MakeWorkspace, shared_data: Path
+) -> None:
+    root = make_workspace("crash-safety-pipeline")
+    first = _tpl(root, "run", "--profile", PROFILE)
+    assert first.returncode == 0, first.stderr[-6000:]
+    last_run = root / workspace.LAST_PIPELINE_RUN_FILE
+    lock = root / workspace.DVC_LOCK_FILE
+
+    # Killed while writing them: an empty last-run record (the nothing-changed shortcut reads
+    # it), then an empty dvc.lock (every DVC commit reads it).
+    for damaged in (last_run, lock):
+        damaged.write_text("")
+        rerun = _tpl(root, "run", "--profile", PROFILE)
+        assert rerun.returncode == 0, rerun.stderr[-6000:]
+        assert f"{damaged} is unreadable" in rerun.stderr
+        assert "Traceback" not in rerun.stderr
+
+    assert json.loads(last_run.read_text())["mlflow_run_id"]
+    assert list(root.glob("dvc.lock.corrupt-*"))
+    assert _dvc_status_clean(root)
+    unchanged = _tpl(root, "run", "--profile", PROFILE)
+    assert "Nothing changed since the last run" in unchanged.stderr
