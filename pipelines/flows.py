@@ -8,7 +8,11 @@ directory, which must be the DVC workspace.
 Caching: a stage's task is skipped (state `Cached`) when the hash of its inputs — the files and
 folders it declares as deps, and the values of the params keys it declares — matches a previous
 run *and* its outputs on disk are still the ones that run produced. Results and cache records live
-in `.prefect-results/` under the project.
+in `.prefect-results/` under the project, as plain JSON; a record there that is anything else (a
+planted pickle, a damaged file) is moved aside before Prefect could read it, and the stage runs.
+
+One run per workspace: each flow holds the workspace lock (`pipelines.workspace_lock`) while it
+works, so a scheduled run that starts while `tpl run` or `dvc repro` works is refused.
 
 DVC agreement: when a flow ends (or fails), one DVC commit (`record_in_dvc`) records in `dvc.lock`
 the deps, params and outs of the stages it ran, and of any skipped stage that dvc.lock does not
@@ -157,6 +161,7 @@ def set_aside_foreign_result(input_key: str) -> None:
     except (ValueError, UnicodeDecodeError, KeyError, TypeError) as error:
         move_aside(path, f"not a JSON result record: {type(error).__name__}: {error}")
         return
+    # Exactly ours: a Prefect upgrade that changes the dump costs one re-run, never a decoder.
     if serializer != RESULT_SERIALIZER.model_dump(mode="json") or not isinstance(summary, dict):
         move_aside(path, f"a result not written by this pipeline (serializer {serializer})")
 

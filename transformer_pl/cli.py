@@ -42,7 +42,8 @@ def stage(
     ] = None,
 ) -> None:
     """Run one pipeline stage (what `dvc repro` calls). Under a multi-process launcher (torchrun,
-    srun) every process runs it; only global rank 0 reports."""
+    srun) every process runs it; only global rank 0 reports. Refused while another run holds the
+    workspace (.tpl.lock)."""
     from transformer_pl.stages import STAGES, Layout, StageError
     from transformer_pl.stages.runner import is_global_zero, run_stage
 
@@ -102,7 +103,8 @@ def run_pipeline(
     ] = False,
 ) -> None:
     """Run the whole pipeline as a Prefect flow (cached stages are skipped), tracked in MLflow.
-    With nothing changed since the last run, say so and show its results, without Prefect."""
+    With nothing changed since the last run, say so and show its results, without Prefect.
+    Refused at once while another run holds the workspace (.tpl.lock names it)."""
     try:
         with workspace_lock(_command_line()):
             _run_pipeline(profile, params_file, force_flow)
