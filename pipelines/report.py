@@ -9,7 +9,10 @@ from typing import Any
 
 from pipelines.workspace import PipelineResult
 
-BASELINE_PREFIX = "baseline_"
+# What evaluate reports beside a model metric `<split>_<metric>`: each baseline's
+# `<name>_<split>_<metric>`, and the paired difference `<split>_<metric>_minus_<name>` with
+# its 95% interval (`…_ci95_low`, `…_ci95_high`).
+BASELINES = ("baseline", "nbsvm")
 
 
 def _flatten(summary: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -41,16 +44,32 @@ def headline(stages: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
     if "success" in validation:
         outcome = "passed" if validation["success"] else "failed"
         rows.append(("validation", f"{outcome} ({validation.get('expectations', '?')} checks)"))
-    for key, baseline in evaluation.items():
-        # evaluate reports `test_<metric>` beside the TF-IDF baseline's `baseline_test_<metric>`.
-        metric = key.removeprefix(BASELINE_PREFIX)
-        if key.startswith(BASELINE_PREFIX) and metric in evaluation:
-            rows.append((metric, f"{_number(evaluation[metric])} (baseline {_number(baseline)})"))
+    for key, value in evaluation.items():
+        if twins := {
+            name: evaluation[f"{name}_{key}"] for name in BASELINES if f"{name}_{key}" in evaluation
+        }:
+            rows.append((key, _beside_baselines(key, value, twins, evaluation)))
     if "model_name" in registration:
         alias = "champion" if registration.get("promoted") else "challenger"
         decision = f"{registration['model_name']} version {registration.get('version')} @{alias}"
         rows.append(("registry", f"{decision}: {registration.get('reason', '')}"))
     return rows
+
+
+def _beside_baselines(
+    key: str, value: Any, twins: Mapping[str, Any], evaluation: Mapping[str, Any]
+) -> str:
+    """`0.91 (baseline 0.9, nbsvm 0.92); − baseline +0.0100 [+0.0040, +0.0160]`."""
+    text = f"{_number(value)} ({', '.join(f'{name} {_number(v)}' for name, v in twins.items())})"
+    for name in twins:
+        difference = f"{key}_minus_{name}"
+        low, high = f"{difference}_ci95_low", f"{difference}_ci95_high"
+        if {difference, low, high} <= evaluation.keys():
+            text += (
+                f"; − {name} {evaluation[difference]:+.4f}"
+                f" [{evaluation[low]:+.4f}, {evaluation[high]:+.4f}]"
+            )
+    return text
 
 
 def _number(value: Any) -> str:

@@ -263,5 +263,37 @@ def predict(
         typer.echo(f"{row['label']}\t{probabilities}\t{text}")
 
 
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="the model version to serve as champion")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="registered model name (default: from params)"),
+    ] = None,
+    profile: ProfileOption = None,
+    params_file: ParamsOption = None,
+) -> None:
+    """Make a version the champion by hand. The pipeline never promotes a version scored on
+    other validation data than the champion's (another dataset version or profile): a person
+    decides, and the version records that a person did (`decision.manual_promotion`)."""
+    import mlflow
+
+    from transformer_pl.registry import RegistryError, promote_by_hand
+    from transformer_pl.tracking import tracking_uri
+
+    try:
+        model_name = model or load_params(params_file, profile).model_name
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        promote_by_hand(model_name, version)
+    except RegistryError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"models:/{model_name}@champion is version {version}")
+
+
 if __name__ == "__main__":
     app()

@@ -717,7 +717,7 @@ def _should_promote(
             f"not compared: champion version {champion.version} was evaluated on other "
             "validation data (another dataset version, split or profile); versions evaluated "
             "on different data never compete. Move champion by hand if this one should serve: "
-            f"tpl promote --model {champion.name} --version <version>"
+            f"tpl promote <version> --model {champion.name}"
         )
     if champion_metric is None:
         # The metric changed since the champion was registered: the two cannot be compared, and
@@ -732,7 +732,7 @@ def _should_promote(
     return False, f"does not beat the champion by more than {margin:g}: {comparison}"
 
 
-def promote(model_name: str, version: str) -> None:
+def promote_by_hand(model_name: str, version: str) -> None:
     """Point `champion` at `version` by hand (the registry never promotes across different
     validation data on its own), recording who decided on the version."""
     client = MlflowClient()

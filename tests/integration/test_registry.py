@@ -710,3 +710,29 @@ def test_the_decision_records_the_paired_difference_from_a_champion_on_the_same_
     assert comparison["val_accuracy_minus_champion_mcnemar_p"] < 0.01
     tags = MlflowClient().get_model_version("paired", second.version).tags
     assert json.loads(tags["decision.champion_comparison"]) == comparison
+
+
+def test_tpl_promote_moves_champion_by_hand_and_records_it(
+    bundle_dir: Path, tokenizer_path: Path, experiment_id: str
+) -> None:
+    register(
+        bundle_dir, tokenizer_path, experiment_id, model_name="manual", accuracy=0.8, data_hash="a"
+    )
+    register(
+        bundle_dir,
+        tokenizer_path,
+        experiment_id,
+        model_name="manual",
+        accuracy=0.9,
+        data_hash="b",
+        evaluation_data="val-v2",
+    )
+    assert aliases("manual")[CHAMPION] == "1"  # other val data: not compared
+
+    result = CliRunner().invoke(app, ["promote", "2", "--model", "manual"])
+    assert result.exit_code == 0, result.output
+    assert aliases("manual")[CHAMPION] == "2"
+    assert MlflowClient().get_model_version("manual", "2").tags["decision.manual_promotion"]
+
+    missing = CliRunner().invoke(app, ["promote", "7", "--model", "manual"])
+    assert missing.exit_code == 1 and "Retrying will not help" in missing.output

@@ -40,6 +40,23 @@ def test_headline_pairs_each_metric_with_its_baseline_and_states_the_registry_de
     ]
 
 
+def test_headline_shows_every_baseline_and_the_paired_interval():
+    evaluation = {
+        "val_accuracy": 0.9,
+        "test_accuracy": 0.91,
+        "baseline_val_accuracy": 0.905,
+        "baseline_test_accuracy": 0.9,
+        "nbsvm_test_accuracy": 0.92,
+        "test_accuracy_minus_baseline": 0.01,
+        "test_accuracy_minus_baseline_ci95_low": 0.004,
+        "test_accuracy_minus_baseline_ci95_high": 0.016,
+    }
+    assert headline({"evaluate": evaluation}) == [
+        ("val_accuracy", "0.9 (baseline 0.905)"),
+        ("test_accuracy", "0.91 (baseline 0.9, nbsvm 0.92); − baseline +0.0100 [+0.0040, +0.0160]"),
+    ]
+
+
 def test_headline_of_a_partial_run_has_only_what_ran():
     assert headline({"validate": {"success": False, "expectations": 32}}) == [
         ("validation", "failed (32 checks)")
