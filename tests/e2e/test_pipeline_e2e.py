@@ -1,7 +1,8 @@
 """The pipeline as a user runs it, on the real IMDB data with the `tiny` profile (what CI's
-end-to-end run uses): `tpl run` trains a model that beats chance, registers it with its lineage
-and leaves DVC clean; `tpl predict` serves it; a second `tpl run` is all cache; `dvc repro` in a
-fresh checkout reproduces the same test metrics; a corrupted source stops at validation.
+end-to-end run uses): `tpl run` trains a model that holds its measured accuracy, registers it
+with its lineage and leaves DVC clean; `tpl predict` serves it; a second `tpl run` is all
+cache; `dvc repro` in a fresh checkout reproduces the same test metrics; a corrupted source
+stops at validation.
 
 Every command is a process of its own in a throwaway workspace (see conftest.py), so this checks
 the installed `tpl` entry point, Prefect's temporary server, MLflow's store and DVC together.
@@ -37,10 +38,12 @@ PipelineRun = Any  # conftest.PipelineRun
 PROFILE = "tiny"
 DATASET = "imdb"
 EVALUATION_METRICS = "metrics/evaluate.json"
-# The tiny profile samples 800 rows per split; IMDB's test set is balanced, so chance is 0.5
-# with a standard error of sqrt(0.25 / 800) ≈ 0.018. 0.55 is nearly 3 standard errors above it:
-# a model that learned nothing fails. (The tiny run measured ~0.64 on this data.)
-MIN_TEST_ACCURACY = 0.55
+# Regression bounds, not chance: a few points below the measured value of the seeded tiny run
+# (see bench/RESULTS.md). An accuracy on 800 test reviews has a standard error of about 1.5
+# points, and training differs between CPUs (fp32 or bf16): a few points down, a regression
+# fails and another machine does not.
+MIN_TEST_ACCURACY = 0.75
+MIN_BASELINE_TEST_ACCURACY = 0.82
 # Test-set metrics that depend only on params, data and seed (timings and latencies do not).
 TIMING = re.compile(r"seconds|latency|_ms$|per_second")
 # Stage outputs free of timestamps and absolute paths (unlike Data Docs, checkpoints and
@@ -137,11 +140,11 @@ def reproduction(
             process.wait(timeout=60)
 
 
-def test_tiny_run_beats_chance_beside_the_baseline(first_run: PipelineRun) -> None:
+def test_tiny_run_holds_its_accuracy_beside_the_baseline(first_run: PipelineRun) -> None:
     metrics = _metrics(first_run.workspace.root)
     assert metrics["dataset"] == DATASET
-    assert metrics["test_accuracy"] > MIN_TEST_ACCURACY, metrics
-    assert 0.5 < metrics["baseline_test_accuracy"] <= 1.0, metrics
+    assert metrics["test_accuracy"] >= MIN_TEST_ACCURACY, metrics
+    assert MIN_BASELINE_TEST_ACCURACY <= metrics["baseline_test_accuracy"] <= 1.0, metrics
     # What the user reads at the end of the run: the same numbers, side by side.
     assert re.search(r"(?m)^test_accuracy: \S+ \(baseline \S+\)$", first_run.stdout)
     assert "validation: passed" in first_run.stdout
