@@ -41,7 +41,8 @@ def test_stratified_selection_keeps_proportions_and_is_seeded():
 
 def test_val_is_carved_stratified_from_train_and_test_is_kept():
     train, test = labeled(1000), labeled(200)
-    frames, report = split_frames({"train": train, "test": test}, CLASSIFY, SplitParams(), seed=0)
+    params = SplitParams(val_fraction=0.1)
+    frames, report = split_frames({"train": train, "test": test}, CLASSIFY, params, seed=0)
     assert report["rows"] == {"train": 900, "val": 100, "test": 200}
     assert frames["test"].equals(test)
     assert frames["val"]["label"].value_counts().sort_index().tolist() == [60, 30, 10]
@@ -49,7 +50,7 @@ def test_val_is_carved_stratified_from_train_and_test_is_kept():
     assert len(set(frames["val"]["row"]) | set(frames["train"]["row"])) == 1000
     assert report["methods"]["val"] == "stratified sample of train (seed 0)"
     assert report["notes"] == [CARVED_VAL_CAVEAT]
-    again, _ = split_frames({"train": train, "test": test}, CLASSIFY, SplitParams(), seed=0)
+    again, _ = split_frames({"train": train, "test": test}, CLASSIFY, params, seed=0)
     assert again["val"].equals(frames["val"])
 
 
