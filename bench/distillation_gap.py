@@ -2,13 +2,15 @@
 
 For a workspace whose finetune stage distilled `finetune.teacher` (a folder `tpl run` or
 `dvc repro` ran in: params.yaml, data/processed, models/finetune), this refits the teacher as
-finetune did (same params, seed, splits and tokenizer) and reads the test split with both: the
+finetune did (same params, seed, splits and tokenizer) and reads the val split with both (never
+test: a diagnostic that guides choices reads val, DESIGN.md "Evaluation protocol"): the
 classifier as evaluate reads it (`classify_texts`: long texts in windows), the teacher whole.
-It prints each one's test accuracy and their agreement, then both per band of the teacher's
+It prints each one's val accuracy and their agreement, then both per band of the teacher's
 confidence and per text length (fits the classifier's window or not), then the agreement on a
 sample of the classifier's own distillation rows, read as it trained on them (the encoded
-unlabeled rows). Agreement on its own rows no higher than on test says the classifier
-underfits the teacher rather than overfitting it.
+unlabeled rows). Agreement on its own rows no higher than on val says the classifier underfits
+the teacher rather than overfitting it. The teacher's C and temperature were chosen on val, so
+its val accuracy is slightly optimistic.
 
     .venv/bin/python bench/distillation_gap.py WORKSPACE [--profile NAME] [--sample 4000]
 
@@ -72,14 +74,14 @@ def main() -> None:
         layout / Layout.FINETUNED, layout / Layout.TOKENIZER
     )
     fit, ids, labels = fit_distillation_teacher(
-        params, layout, config.model.vocab_size, config.num_labels, other_splits=("test",)
+        params, layout, config.model.vocab_size, config.num_labels
     )
-    frames = read_frames(layout / Layout.SPLITS)
+    frames = read_frames(layout / Layout.SPLITS, ("val", "unlabeled"))
 
-    teacher = fit.teacher.probabilities(ids["test"])
-    answers = classify_texts(model, tokenizer, config, frames["test"]["text"].tolist())
+    teacher = fit.teacher.probabilities(ids["val"])
+    answers = classify_texts(model, tokenizer, config, frames["val"]["text"].tolist())
     student = answers[[f"{PROBABILITY_PREFIX}{name}" for name in config.label_names]].to_numpy()
-    truth = labels["test"]
+    truth = labels["val"]
     teacher_right = teacher.argmax(1) == truth
     student_right = student.argmax(1) == truth
     agree = teacher.argmax(1) == student.argmax(1)
@@ -106,12 +108,12 @@ def main() -> None:
     temperature = fit.teacher.temperature
     print(f"- Teacher: C = {fit.c}, T = {temperature:.3f}, val {percent(fit.val_accuracy)}")
     print(
-        f"\nTest ({len(truth):,} texts): teacher {percent(teacher_right.mean())}, classifier "
+        f"\nVal ({len(truth):,} texts): teacher {percent(teacher_right.mean())}, classifier "
         f"{percent(student_right.mean())}, agreement {percent(agree.mean())}; only the teacher "
         f"right {percent((teacher_right & ~student_right).mean())}, only the classifier "
         f"{percent((student_right & ~teacher_right).mean())}.\n"
     )
-    print("| on test | texts | teacher | classifier | agreement |")
+    print("| on val | texts | teacher | classifier | agreement |")
     print("|---|---:|---:|---:|---:|")
     band = np.digitize(teacher.max(1), CONFIDENCE_BANDS)
     edges = ("", *map(str, CONFIDENCE_BANDS), "")
@@ -119,7 +121,7 @@ def main() -> None:
         (f"teacher confidence {edges[i]}–{edges[i + 1]}", band == i)
         for i in range(len(CONFIDENCE_BANDS) + 1)
     ]
-    fits_window = np.array([len(text) <= config.max_length - 2 for text in ids["test"]])
+    fits_window = np.array([len(text) <= config.max_length - 2 for text in ids["val"]])
     groups += [
         (f"fits {config.max_length - 2} tokens", fits_window),
         ("longer (read in windows)", ~fits_window),

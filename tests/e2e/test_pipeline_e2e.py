@@ -53,6 +53,7 @@ DETERMINISTIC_DATA = (
     "data/interim/clean",
     "data/quarantine",
     "data/processed/splits",
+    "data/processed/test",
     "data/processed/tokenizer.json",
     "data/processed/encoded",
 )

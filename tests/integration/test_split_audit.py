@@ -12,11 +12,9 @@ Two instruments, as neither sees every open alone:
 - inotify (the kernel) reports every open of a watched file, native code's included: pyarrow
   reads Parquet and `datasets` its Arrow files in C++, which raise no Python audit events;
 - a `sys.addaudithook` hook names the Python code behind each open it sees.
-The runner hashes each stage's declared deps (the splits folder, test file included) for
-lineage tags and cache keys, as DVC does: bytes into an md5, no row read. content_hash computes
-a file version's md5 once a process, so the audited process hashes every stage's deps before
-the watch starts; every open the watch sees is then a stage's own. evaluate runs watched too:
-that the watch sees it open the test file shows the watch was live.
+split writes test to a folder of its own that only evaluate declares as an input, so not even
+the runner's hashing of a stage's inputs (lineage tags, cache keys) opens it for another stage.
+evaluate runs watched too: that the watch sees it open the test file shows the watch was live.
 
 The audited stages run in a subprocess (this file run as a script) so that the hook stays out
 of pytest's process, except in the quick test that shows the watch catching a stage made to
@@ -42,14 +40,14 @@ import pandas as pd
 import pytest
 
 from transformer_pl import content_hash
-from transformer_pl.data import SPLIT_ORDER, write_frames
+from transformer_pl.data import read_frames, write_frames
 from transformer_pl.stages import STAGES, Layout
 
 DATA_PREPARATION = ["ingest", "clean", "validate", "split"]
 AFTER_SPLIT = ["tokenizer", "encode", "pretrain", "finetune", "evaluate", "register"]
 READS_TEST = "evaluate"  # the one stage after split that may read test
 UPSTREAM_OF_SPLIT = ("data/raw", "data/interim/clean", "data/quarantine")
-TEST_SPLIT_FILE = f"{Layout.SPLITS}/test.parquet"
+TEST_SPLIT_FILE = f"{Layout.TEST_SPLIT}/test.parquet"
 SUBPROCESS_TIMEOUT_SECONDS = 900  # a guard against a hang: the stages take a minute or two
 
 IN_OPEN = 0x20
@@ -182,16 +180,20 @@ def run_watched(report: Path, watched: list[str], stages: list[str]) -> None:
     """The stages through the runner (as `tpl stage` runs them) in the working directory's
     workspace, each under a `SplitWatch`; what it saw as JSON in `report`."""
     from transformer_pl.config import load_params
-    from transformer_pl.stages.runner import path_hashes, run_stage
+    from transformer_pl.stages.runner import run_stage
 
     params = load_params()
-    for name in stages:  # what the runner reads for lineage, before the watch (see above)
-        path_hashes(STAGES[name].deps)
     with SplitWatch(Path(file) for file in watched) as watch:
         for name in stages:
             with watch.watching(name):
                 run_stage(STAGES[name], params, Layout())
     report.write_text(json.dumps(watch.opens(), indent=2), encoding="utf-8")
+
+
+def test_only_evaluate_declares_the_test_split_as_an_input() -> None:
+    readers = [spec.name for spec in STAGES.values() if Layout.TEST_SPLIT in spec.deps]
+    assert readers == [READS_TEST]
+    assert [spec.name for spec in STAGES.values() if Layout.TEST_SPLIT in spec.outs] == ["split"]
 
 
 # --- the watch, shown working -------------------------------------------------------------
@@ -207,7 +209,8 @@ def split_reviews(make_project, reviews_params) -> Path:
         ).assign(label=[0, 1] * 20)
         for split in ("train", "val", "test")
     }
-    write_frames(frames, root / Layout.SPLITS)
+    write_frames({split: frames[split] for split in ("train", "val")}, root / Layout.SPLITS)
+    write_frames({"test": frames["test"]}, root / Layout.TEST_SPLIT)
     return root
 
 
@@ -220,8 +223,11 @@ def test_the_watch_catches_a_stage_made_to_read_test(
             run_stages(root, ["tokenizer"])
         assert watch.opens() == []
 
-        # The tokenizer as it read before the protocol: every split, test included.
-        monkeypatch.setattr("transformer_pl.stages.data.DEVELOPMENT_SPLITS", SPLIT_ORDER)
+        # A tokenizer made to train on test too, as it did before the protocol.
+        def with_test(folder: Path, splits: Iterable[str] | None = None) -> dict[str, Any]:
+            return read_frames(folder, splits) | read_frames(root / Layout.TEST_SPLIT)
+
+        monkeypatch.setattr("transformer_pl.stages.data.read_frames", with_test)
         with watch.watching("tokenizer reading test"):
             run_stages(root, ["tokenizer"])
         with watch.watching("python"):

@@ -1,8 +1,9 @@
 """The data stages, in run order: ingest → clean → validate → split → tokenizer → encode.
 
-Up to split, a stage copies, cleans, checks and cuts every split, test included. From tokenizer
-on, stages read the development splits alone (`DEVELOPMENT_SPLITS`): evaluate is the only stage
-that reads test (and tokenizes it itself).
+Up to split, a stage copies, cleans, checks and cuts every split, test included; split writes
+test to a folder of its own (`Layout.TEST_SPLIT`). From tokenizer on, stages read the
+development splits alone (`DEVELOPMENT_SPLITS`): evaluate is the only stage that reads test (and
+tokenizes it itself).
 
 Each is `stage(params, layout) -> summary`: it reads only its declared deps, writes only its outs,
 and writes its summary as its metrics file under data/reports/ (outside the DVC-cached outs). The
@@ -109,7 +110,13 @@ def split(params: Params, layout: Layout) -> dict[str, Any]:
         frames, report = split_frames(
             read_frames(layout / Layout.CLEAN), params.dataset_spec, params.split, params.seed
         )
-    write_frames(frames, layout / Layout.SPLITS)
+    # Test in a folder of its own, which only evaluate depends on: a change to test re-runs
+    # evaluate alone, and no other stage's inputs hold its bytes.
+    test = {name: frame for name, frame in frames.items() if name == "test"}
+    write_frames(
+        {name: frame for name, frame in frames.items() if name != "test"}, layout / Layout.SPLITS
+    )
+    write_frames(test, layout / Layout.TEST_SPLIT)
     return _write_report(layout, _report("split"), {"dataset": params.dataset, **report})
 
 
@@ -227,7 +234,7 @@ STAGES: tuple[StageSpec, ...] = (
         run=split,
         deps=(Layout.CLEAN, VALIDATION_SUMMARY, *_code("split")),
         params=(*DATASET_KEYS, "split", "seed"),
-        outs=(Layout.SPLITS,),
+        outs=(Layout.SPLITS, Layout.TEST_SPLIT),
         metrics=(_report("split"),),
     ),
     StageSpec(

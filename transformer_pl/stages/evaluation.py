@@ -49,9 +49,11 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     from transformer_pl.registry import bundle_task
 
     task = bundle_task(layout / Layout.FINETUNED)
-    frames = read_frames(layout / Layout.SPLITS)
+    frames = read_frames(layout / Layout.SPLITS, ("train", "val"))
+    if (layout / Layout.TEST_SPLIT).is_dir():
+        frames |= read_frames(layout / Layout.TEST_SPLIT, ("test",))
     if "test" not in frames or "val" not in frames:
-        raise StageError(f"{Layout.SPLITS} needs a val and a test split: run split")
+        raise StageError(f"{Layout.SPLITS} needs val and {Layout.TEST_SPLIT} test: run split")
     # Replaced whole: plots and predictions of an earlier run (another task's) must not linger.
     plots_dir, predictions_dir = layout / Layout.PLOTS, layout / PREDICTIONS
     for folder in (plots_dir, predictions_dir):
@@ -604,6 +606,7 @@ STAGES: tuple[StageSpec, ...] = (
             Layout.FINETUNED,
             Layout.TOKENIZER,
             Layout.SPLITS,
+            Layout.TEST_SPLIT,
             *_code(
                 "transformer_pl/evaluation.py",
                 "transformer_pl/significance.py",

@@ -21,7 +21,8 @@ class Layout:
     CLEAN = "data/interim/clean"
     QUARANTINE = "data/quarantine"
     VALIDATION = "data/reports/validation"
-    SPLITS = "data/processed/splits"
+    SPLITS = "data/processed/splits"  # the development splits: train, val (and unlabeled)
+    TEST_SPLIT = "data/processed/test"  # test alone: only evaluate declares it
     TOKENIZER = "data/processed/tokenizer.json"
     ENCODED = "data/processed/encoded"
     PRETRAINED = "models/pretrain"
