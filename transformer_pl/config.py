@@ -240,10 +240,6 @@ class OptimParams(Section):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     gradient_clip: float | None = Field(1.0, gt=0)
     accumulate_grad_batches: int = Field(1, ge=1)
-    # Validate, checkpoint and export an exponential moving average of the weights, updated
-    # after every optimizer step with this decay (about 1 / (1 - decay) steps of memory), not
-    # the last step's weights. None: off.
-    ema_decay: float | None = Field(None, gt=0, lt=1)
 
 
 PretrainingObjective = Literal["mlm", "clm", "ppmi_svd"]
@@ -293,15 +289,6 @@ class TeacherParams(Section):
     # Temper the teacher's probabilities to fit val's labels (one temperature) before they
     # become the classifier's targets.
     calibrate: bool = True
-    # Extra training rows per unlabeled text: random spans of its tokens (a fraction of its
-    # length drawn from [crop_min_fraction, 1], at most max_length), each labeled by the
-    # teacher reading that same span: fresh inputs for the one pass the classifier makes.
-    crops_per_text: int = Field(0, ge=0)
-    crop_min_fraction: float = Field(0.25, gt=0, le=1)
-    # Above 1, the classifier fits the teacher's probabilities softened by this temperature with
-    # its own logits divided by it, the loss scaled by its square (Hinton et al., 2015): a
-    # confident teacher then still says how confident, which approaches matching its logits.
-    distillation_temperature: float = Field(1.0, gt=0)
 
 
 class FinetuneParams(Section):
@@ -318,7 +305,6 @@ class FinetuneParams(Section):
     max_epochs: int = Field(3, ge=1)
     max_steps: int = -1
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    adversarial_epsilon: float = Field(0.0, ge=0)
     early_stopping_patience: int = Field(3, ge=1)
     teacher: TeacherParams = TeacherParams()
     optim: OptimParams = OptimParams(learning_rate=3e-4)
@@ -333,7 +319,6 @@ TASK_ONLY_FINETUNE_KEYS: dict[str, tuple[str, ...]] = {
     "bigram_dim": ("classify",),
     "freeze_encoder": ("classify",),
     "layer_lr_decay": ("classify",),
-    "adversarial_epsilon": ("classify",),
     "teacher": ("classify",),
     "label_smoothing": ("classify", "translate"),
 }

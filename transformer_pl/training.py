@@ -23,7 +23,6 @@ import torch
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
-    EMAWeightAveraging,
     LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
@@ -113,7 +112,6 @@ def build_trainer(
     limit_val_batches: int | float | None = None,
     gradient_clip: float | None = None,
     accumulate_grad_batches: int = 1,
-    ema_decay: float | None = None,
     logger: Logger | None = None,
     monitor: str | None = "val/loss",
     mode: Literal["min", "max"] = "min",
@@ -127,9 +125,6 @@ def build_trainer(
     epoch boundaries (suits max_steps runs); a float is a fraction of an epoch; None: once per
     epoch. The best checkpoint is the one with the best `monitor` value; with
     `early_stopping_patience`, training stops after that many validations without improvement.
-    With `ema_decay`, an exponential moving average of the weights (Lightning's
-    EMAWeightAveraging) is what validation scores, checkpoints hold and training ends with; the
-    training weights ride along in the checkpoints, so a resumed run continues both.
 
     Data loaders are used as given: under DDP each rank's loader must yield that rank's shard,
     as the project's datamodules do.
@@ -169,8 +164,6 @@ def build_trainer(
         callbacks.append(
             EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience)
         )
-    if ema_decay is not None:
-        callbacks.append(EMAWeightAveraging(decay=ema_decay))
     if trainer_params.compile:
         callbacks.append(CompileModel())
     if logger is None:

@@ -91,9 +91,7 @@ def test_finetune_distils_an_ngram_teacher_through_the_unlabeled_split(
     reviews_project: Path, update_params, write_reviews, run_stages
 ) -> None:
     """`finetune.teacher.kind: nb_logistic`: the teacher fits the train labels, and the classifier
-    trains on the train rows and every unlabeled row, each labelled with its probabilities, and
-    with `crops_per_text: 1` on one random span of each unlabeled text as well, those distilled
-    rows at `distillation_temperature: 2`."""
+    trains on the train rows and every unlabeled row, each labelled with its probabilities."""
     root = reviews_project
     # Encoded rows keep 6 tokens, all of them neutral lead words: the teacher reads whole texts.
     write_reviews(root / "reviews" / "train.csv", 300, seed=0, lead_words=8)
@@ -102,14 +100,7 @@ def test_finetune_distils_an_ngram_teacher_through_the_unlabeled_split(
         root,
         {
             "datasets": {"reviews": {"splits": {"unlabeled": "unlabeled.csv"}}},
-            "finetune": {
-                "teacher": {
-                    "kind": "nb_logistic",
-                    "buckets": 4096,
-                    "crops_per_text": 1,
-                    "distillation_temperature": 2.0,
-                }
-            },
+            "finetune": {"teacher": {"kind": "nb_logistic", "buckets": 4096}},
             "profiles": {"tiny": {"encode": {"max_length": 8}}},
         },
     )
@@ -120,11 +111,10 @@ def test_finetune_distils_an_ngram_teacher_through_the_unlabeled_split(
     rows = {split: meta["splits"][split]["rows"] for split in ("train", "unlabeled")}
     finetuned = summary["finetune"]
     assert (
-        finetuned["teacher"] == "nb_logistic"
-        and finetuned["distilled_rows"] == 2 * rows["unlabeled"]
+        finetuned["teacher"] == "nb_logistic" and finetuned["distilled_rows"] == rows["unlabeled"]
     )
     # Synthetic reviews whose label words decide them: a linear bag of tokens finds them.
     assert finetuned["teacher_val_accuracy"] >= 0.9 and finetuned["teacher_mean_confidence"] > 0.6
-    distilled = rows["train"] + 2 * rows["unlabeled"]
+    distilled = rows["train"] + rows["unlabeled"]
     batches_per_epoch = -(-distilled // 16)  # the tiny profile's batch
     assert finetuned["global_step"] == batches_per_epoch * finetuned["epochs"]

@@ -195,7 +195,6 @@ def train(
     seed: int = 7,
     val_check_interval: int = 4,
     crash_at_step: int | None = None,
-    ema_decay: float | None = None,
 ) -> Run:
     trainer = build_trainer(
         TRAINER,
@@ -204,7 +203,6 @@ def train(
         max_steps=max_steps,
         val_check_interval=val_check_interval,
         gradient_clip=1.0,
-        ema_decay=ema_decay,
     )
     if crash_at_step is not None:
         trainer.callbacks.append(CrashAtStep(crash_at_step))
@@ -280,18 +278,6 @@ def test_classifier_checkpoint_reloads_with_its_options(tmp_path: Path) -> None:
     assert reloaded.config == task.config
     for name, tensor in task.model.state_dict().items():
         torch.testing.assert_close(reloaded.model.state_dict()[name], tensor, msg=name)
-
-
-def test_adversarial_classifier_learns_and_keeps_its_epsilon(tmp_path: Path) -> None:
-    trainer = build_trainer(
-        TRAINER, output_dir=tmp_path, seed=7, max_steps=32, val_check_interval=16, gradient_clip=1.0
-    )
-    task = ClassifierTask(tiny_config(), num_labels=2, adversarial_epsilon=0.2, optim=OPTIM)
-    fit_or_resume(trainer, task, SyntheticDataModule("classifier"))
-    (tested,) = trainer.test(task, datamodule=SyntheticDataModule("classifier"), verbose=False)
-    assert tested["test/accuracy"] > 0.8
-    reloaded = ClassifierTask.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
-    assert reloaded.adversarial_epsilon == 0.2
 
 
 # --- pretrained encoder, freezing -----------------------------------------------------------------
@@ -389,56 +375,20 @@ def test_layer_lr_decay_reaches_the_optimizer(tmp_path: Path) -> None:
 # --- resume, determinism, precision ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ema_decay", [None, 0.5])
-def test_crashed_run_resumes_at_its_step_and_matches_an_uninterrupted_one(
-    ema_decay: float | None, tmp_path: Path
-) -> None:
+def test_crashed_run_resumes_at_its_step_and_matches_an_uninterrupted_one(tmp_path: Path) -> None:
     # 64 examples / batch 16 = 4 steps per epoch: the crash comes at the epoch boundary after
-    # step 8, where the data order of a resumed run is the same (see fit_or_resume). With an
-    # EMA, both the training weights and their average must carry over.
-    straight = train("mlm", tmp_path / "straight", max_steps=12, ema_decay=ema_decay)
+    # step 8, where the data order of a resumed run is the same (see fit_or_resume).
+    straight = train("mlm", tmp_path / "straight", max_steps=12)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train("mlm", tmp_path / "resumed", max_steps=12, crash_at_step=8, ema_decay=ema_decay)
+        train("mlm", tmp_path / "resumed", max_steps=12, crash_at_step=8)
 
-    resumed = train("mlm", tmp_path / "resumed", max_steps=12, ema_decay=ema_decay)
+    resumed = train("mlm", tmp_path / "resumed", max_steps=12)
 
     assert resumed.resumed_from == tmp_path / "resumed" / "checkpoints" / "last.ckpt"
     assert series(logged_metrics(tmp_path / "resumed"), "step")[0] >= 8  # steps 9-12 only
     assert resumed.trainer.global_step == straight.trainer.global_step == 12
     for name, tensor in straight.task.model.state_dict().items():
         torch.testing.assert_close(resumed.task.model.state_dict()[name], tensor, msg=name)
-
-
-class RecordWeights(pl.Callback):
-    """The training weights after each optimizer step."""
-
-    def __init__(self) -> None:
-        self.steps: list[dict[str, Tensor]] = []
-
-    def on_train_batch_end(self, trainer: pl.Trainer, task: pl.LightningModule, *args: Any) -> None:
-        self.steps.append({k: v.detach().clone() for k, v in task.model.state_dict().items()})
-
-
-def test_ema_weights_are_what_training_ends_with_and_checkpoints_hold(tmp_path: Path) -> None:
-    decay = 0.5
-    trainer = build_trainer(
-        TRAINER, output_dir=tmp_path, seed=7, max_steps=8, val_check_interval=4, ema_decay=decay
-    )
-    recorder = RecordWeights()
-    trainer.callbacks.append(recorder)
-    task = TASKS["classifier"]()
-    fit_or_resume(trainer, task, SyntheticDataModule("classifier"))
-
-    assert len(recorder.steps) == 8
-    average = recorder.steps[0]  # the first update copies the weights
-    for weights in recorder.steps[1:]:
-        average = {name: decay * average[name] + (1 - decay) * weights[name] for name in average}
-    last = ClassifierTask.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
-    for name, tensor in average.items():
-        torch.testing.assert_close(task.model.state_dict()[name], tensor, msg=name)
-        torch.testing.assert_close(last.model.state_dict()[name], tensor, msg=name)
-    trained = recorder.steps[-1]["head.weight"]
-    assert not torch.allclose(task.model.state_dict()["head.weight"], trained)
 
 
 def test_last_checkpoint_is_the_latest_validation_even_when_not_the_best(tmp_path: Path) -> None:

@@ -57,15 +57,6 @@ def test_out_of_range_value_is_rejected(raw):
         parse_params(raw)
 
 
-def test_ema_decay_is_a_fraction_or_null(raw):
-    assert parse_params(raw).finetune.optim.ema_decay is None
-    raw["finetune"]["optim"]["ema_decay"] = 0.999
-    assert parse_params(raw).finetune.optim.ema_decay == 0.999
-    raw["pretrain"]["optim"]["ema_decay"] = 1.0
-    with pytest.raises(ConfigError, match=r"pretrain\.optim\.ema_decay.*less than 1"):
-        parse_params(raw)
-
-
 def test_unknown_profile_lists_the_known_ones(raw):
     with pytest.raises(ConfigError, match=r"allowed: default, .*tiny, tiny-lm, tiny-translate"):
         parse_params(raw, "huge")
@@ -160,7 +151,6 @@ def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(r
 @pytest.mark.parametrize(
     ("key", "value", "profile"),
     [
-        ("adversarial_epsilon", 1.0, "tiny-lm"),
         ("pooling", "cls", "tiny-translate"),
         ("freeze_encoder", True, "tiny-lm"),
         ("layer_lr_decay", 0.8, "tiny-translate"),

@@ -1,6 +1,6 @@
 """The n-gram teacher: its features and their naive-Bayes weights, that it learns what decides a
 label with two classes or more, that its fit is reproducible, and that a classifier fits its
-class probabilities as it fits labels, at a distillation temperature too."""
+class probabilities as it fits labels."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from transformer_pl.ngram_teacher import (
     presence_matrix,
 )
 from transformer_pl.tasks import ClassifierTask
-from transformer_pl.tasks.classifier import distillation_loss
 
 VOCAB = 50
 BUCKETS = 97
@@ -119,13 +118,12 @@ def test_teacher_fit_is_reproducible() -> None:
     )
 
 
-@pytest.mark.parametrize("epsilon", [0.0, 0.3])
-def test_classifier_fits_class_probabilities_as_it_fits_labels(epsilon: float) -> None:
+def test_classifier_fits_class_probabilities_as_it_fits_labels() -> None:
     config = TransformerConfig(
         vocab_size=VOCAB, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=16, dropout=0.0
     )
     torch.manual_seed(0)
-    task = ClassifierTask(config, num_labels=2, classifier_dropout=0.0, adversarial_epsilon=epsilon)
+    task = ClassifierTask(config, num_labels=2, classifier_dropout=0.0)
     generator = torch.Generator().manual_seed(0)
     batch = {
         "input_ids": torch.randint(FIRST_REGULAR_ID, VOCAB, (6, 9), generator=generator),
@@ -140,71 +138,7 @@ def test_classifier_fits_class_probabilities_as_it_fits_labels(epsilon: float) -
     soft = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.7, 0.3], [0.0, 1.0], [0.6, 0.4]])
     evaluated, _, _ = task._step({**batch, "targets": soft}, training=False)
     torch.testing.assert_close(evaluated, task._step(batch, training=False)[0])  # val: labels
-    if epsilon == 0.0:
-        logits = task(batch["input_ids"], batch["attention_mask"]).logits
-        expected = -(soft * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
-        fitted, _, _ = task._step({**batch, "targets": soft}, training=True)
-        torch.testing.assert_close(fitted, expected)
-
-
-def test_distillation_loss_is_cross_entropy_at_temperature_one() -> None:
-    logits = torch.tensor([[0.3, -1.2], [2.0, 0.5], [-0.4, 0.4]])
-    teacher = torch.tensor([[0.9, 0.1], [0.25, 0.75], [0.5, 0.5]])
-    expected = -(teacher * logits.log_softmax(dim=-1)).sum(dim=-1)
-    torch.testing.assert_close(distillation_loss(logits, teacher, 1.0), expected)
-
-
-def test_distillation_loss_softens_both_sides_and_keeps_the_gradient_scale() -> None:
-    """τ²·H(softmax(log q/τ), softmax(z/τ)), by hand; its gradient in the logits is
-    τ·(softmax(z/τ) − softmax(log q/τ)), so a confident teacher's row the student nearly
-    matches still pulls it, harder than at τ = 1."""
-    logits = torch.tensor([[4.0, 0.0]], requires_grad=True)
-    teacher = torch.tensor([[0.999, 0.001]])  # log-odds 6.9 against the student's 4
-    tau = 2.0
-    softened = (teacher.log() / tau).softmax(dim=-1)
-    loss = distillation_loss(logits, teacher, tau)
-    torch.testing.assert_close(
-        loss, -(tau**2) * (softened * (logits / tau).log_softmax(dim=-1)).sum(dim=-1)
-    )
-    (gradient,) = torch.autograd.grad(loss.sum(), logits)
-    torch.testing.assert_close(gradient, tau * ((logits / tau).softmax(dim=-1) - softened))
-    (plain,) = torch.autograd.grad(distillation_loss(logits, teacher, 1.0).sum(), logits)
-    assert gradient[0, 1] > 5 * plain[0, 1] > 0  # towards the teacher's confidence
-
-
-def test_distillation_loss_survives_a_teacher_probability_of_zero() -> None:
-    loss = distillation_loss(torch.tensor([[3.0, -3.0]]), torch.tensor([[1.0, 0.0]]), 4.0)
-    assert torch.isfinite(loss).all()
-
-
-def test_classifier_distils_only_the_distilled_rows_at_a_temperature() -> None:
-    """Rows without `distilled` fit their one-hot targets as labels; distilled rows fit
-    `distillation_loss`; the batch loss is the mean over rows."""
-    config = TransformerConfig(
-        vocab_size=VOCAB, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=16, dropout=0.0
-    )
-    torch.manual_seed(0)
-    task = ClassifierTask(
-        config, num_labels=2, classifier_dropout=0.0, distillation_temperature=3.0
-    )
-    generator = torch.Generator().manual_seed(0)
-    labels = torch.tensor([0, 1, 1, 0])
-    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.8, 0.2]])
-    batch = {
-        "input_ids": torch.randint(FIRST_REGULAR_ID, VOCAB, (4, 7), generator=generator),
-        "attention_mask": torch.ones(4, 7, dtype=torch.long),
-        "labels": labels,
-        "targets": targets,
-        "distilled": torch.tensor([False, False, True, True]),
-    }
     logits = task(batch["input_ids"], batch["attention_mask"]).logits
-    expected = torch.cat(
-        [
-            torch.nn.functional.cross_entropy(logits[:2], labels[:2], reduction="none"),
-            distillation_loss(logits[2:], targets[2:], 3.0),
-        ]
-    ).mean()
-    loss, _, _ = task._step(batch, training=True)
-    torch.testing.assert_close(loss, expected)
-    with pytest.raises(ValueError, match="distillation_temperature"):
-        ClassifierTask(config, num_labels=2, distillation_temperature=0.0)
+    expected = -(soft * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+    fitted, _, _ = task._step({**batch, "targets": soft}, training=True)
+    torch.testing.assert_close(fitted, expected)

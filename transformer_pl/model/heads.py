@@ -155,11 +155,9 @@ class SequenceClassifier(nn.Module):
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
         labels: Tensor | None = None,
-        embedding_perturbation: Tensor | None = None,
     ) -> ClassifierOutput:
-        """logits (B, num_labels); labels (B,) class indices; embedding_perturbation (B, T,
-        d_model) is added to the token embeddings."""
-        hidden = self.encoder(input_ids, attention_mask, embedding_perturbation)
+        """logits (B, num_labels); labels (B,) class indices."""
+        hidden = self.encoder(input_ids, attention_mask)
         logits = self.head(self.dropout(self.pool(hidden, attention_mask)))
         loss = None if labels is None else F.cross_entropy(logits, labels)
         return ClassifierOutput(loss=loss, logits=logits)

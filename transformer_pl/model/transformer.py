@@ -132,8 +132,8 @@ class _Stack(nn.Module):
         past: int = 0,
         added: Tensor | None = None,
     ) -> Tensor:
-        """added: (B, T, d_model), added to the token embeddings: an encoder's bigram embeddings,
-        an adversarial perturbation (which moves them along the loss gradient)."""
+        """added: (B, T, d_model), added to the token embeddings (an encoder's bigram
+        embeddings)."""
         if past + input_ids.size(1) > self.config.max_len:
             raise ValueError(
                 f"sequence length {past + input_ids.size(1)} exceeds max_len={self.config.max_len}"
@@ -199,19 +199,11 @@ class Encoder(_Stack):
         if self.bigrams is not None:
             self.bigrams.zero_start()  # init_weights drew the projection at random
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        embedding_perturbation: Tensor | None = None,
-    ) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         mask = padding_mask_or_none(attention_mask)
         positions = positions_from_mask(mask, 0, input_ids.size(1), input_ids.device)
-        added = embedding_perturbation
-        if self.bigrams is not None:
-            bigrams = self.bigrams(input_ids)
-            added = bigrams if added is None else added + bigrams
-        x = self.embed(input_ids, positions, added=added)
+        bigrams = None if self.bigrams is None else self.bigrams(input_ids)
+        x = self.embed(input_ids, positions, added=bigrams)
         for layer in self.layers:
             x = layer(x, mask, positions)
         return self.norm(x)

@@ -206,7 +206,6 @@ def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
             "limit_val_batches": settings.limit_val_batches,
             "gradient_clip": settings.optim.gradient_clip,
             "accumulate_grad_batches": settings.optim.accumulate_grad_batches,
-            "ema_decay": settings.optim.ema_decay,
         },
         out_dir,
         extra_summary=start,
@@ -319,7 +318,6 @@ def finetune(params: Params, layout: Layout) -> dict[str, Any]:
             "max_steps": settings.max_steps,
             "gradient_clip": settings.optim.gradient_clip,
             "accumulate_grad_batches": settings.optim.accumulate_grad_batches,
-            "ema_decay": settings.optim.ema_decay,
             "monitor": recipe.monitor,
             "mode": recipe.mode,
             "early_stopping_patience": settings.early_stopping_patience,
@@ -383,8 +381,6 @@ def _classifier(params: Params, layout: Layout, config: Any) -> _Recipe:
             label_smoothing=settings.label_smoothing,
             freeze_encoder=settings.freeze_encoder,
             layer_lr_decay=settings.layer_lr_decay,
-            adversarial_epsilon=settings.adversarial_epsilon,
-            distillation_temperature=settings.teacher.distillation_temperature,
             optim=settings.optim,
         )
         if params.pretraining is not None:
@@ -446,19 +442,14 @@ def _distilled_train(
     teacher (`fit_distillation_teacher`), `distilled` set; `label` is each row's most probable
     class, for the training accuracy. The teacher reads whole texts: the classifier reads a
     long text's first max_length tokens in training but all of it, in windows, at test time,
-    so a whole text's probabilities are the target it is read against. With
-    teacher.crops_per_text, each unlabeled text also gives that many random spans of its
-    tokens, each labeled by the teacher reading that same span (`random_spans`). Every process
-    of a launch fits the same teacher (seeded) rather than waiting for rank 0's. Returns the
-    rows and the teacher's figures."""
+    so a whole text's probabilities are the target it is read against. Every process of a
+    launch fits the same teacher (seeded) rather than waiting for rank 0's. Returns the rows
+    and the teacher's figures."""
     import datasets
     import numpy as np
     import pyarrow as pa
     from datasets.table import InMemoryTable
 
-    from transformer_pl.data.tokenizer import CLS_ID, SEP_ID
-
-    settings = params.finetune.teacher
     splits = ("train", "unlabeled")
     encoded = {
         split: datasets.load_from_disk(str(layout / Layout.ENCODED / split)) for split in splits
@@ -473,21 +464,11 @@ def _distilled_train(
                 f"{len(encoded[split])} encoded rows: re-run encode"
             )
     id_lists = {split: encoded[split].data.column("input_ids").combine_chunks() for split in splits}
-    spans = random_spans(
-        texts["unlabeled"],
-        settings.crops_per_text,
-        settings.crop_min_fraction,
-        params.encode.max_length - 2,
-        np.random.default_rng(params.seed),
-    )
-    span_rows = pa.array(
-        [[CLS_ID, *span.tolist(), SEP_ID] for span in spans], id_lists["unlabeled"].type
-    )
-    soft = fit.teacher.probabilities(texts["unlabeled"] + spans).astype(np.float32)
+    soft = fit.teacher.probabilities(texts["unlabeled"]).astype(np.float32)
     targets = np.concatenate([np.eye(num_labels, dtype=np.float32)[labels["train"]], soft])
     rows = pa.table(
         {
-            "input_ids": pa.concat_arrays([id_lists["train"], id_lists["unlabeled"], span_rows]),
+            "input_ids": pa.concat_arrays([id_lists["train"], id_lists["unlabeled"]]),
             "label": pa.array(np.concatenate([labels["train"], soft.argmax(axis=1)]), pa.int64()),
             "targets": pa.FixedSizeListArray.from_arrays(pa.array(targets.ravel()), num_labels),
             "distilled": pa.array(np.arange(len(targets)) >= len(labels["train"])),
@@ -503,23 +484,6 @@ def _distilled_train(
         "distilled_rows": len(soft),
     }
     return datasets.Dataset(InMemoryTable(rows)), summary
-
-
-def random_spans(
-    texts: list[Any], count: int, min_fraction: float, max_tokens: int, rng: Any
-) -> list[Any]:
-    """`count` random spans of each text's tokens (all texts' first spans, then their second,
-    …): a contiguous run of a fraction of the text's length drawn uniformly from
-    [min_fraction, 1], at least one token (of a text that has any) and at most `max_tokens`,
-    at a uniform start."""
-    spans = []
-    for _ in range(count):
-        for ids in texts:
-            wanted = round(rng.uniform(min_fraction, 1.0) * len(ids))
-            length = min(len(ids), max_tokens, max(1, wanted))
-            start = int(rng.integers(0, len(ids) - length + 1))
-            spans.append(ids[start : start + length])
-    return spans
 
 
 def _language_model(params: Params, layout: Layout, config: Any) -> _Recipe:

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
-import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
@@ -42,32 +41,6 @@ def summarise_names(names: Sequence[str]) -> str:
     )
 
 
-def adversarial_perturbation(gradient: Tensor, epsilon: float) -> Tensor:
-    """ε·g/‖g‖ for each example of a (B, T, D) gradient, the norm taken over all its tokens and
-    features: the move of size ε of an example's token embeddings that raises its loss most, to
-    first order (Miyato et al., 2017, "Adversarial training methods for semi-supervised text
-    classification"). Detached: the attack is a constant in the loss it yields."""
-    norms = gradient.flatten(1).norm(dim=1).clamp(min=1e-12)
-    return (epsilon * gradient / norms.view(-1, *[1] * (gradient.dim() - 1))).detach()
-
-
-# A teacher's probabilities are clamped here before their log: a float32 probability of 0 would
-# make an infinite logit, and e^-14 is already far beyond the confidence that decides a row.
-MIN_TEACHER_PROBABILITY = 1e-6
-
-
-def distillation_loss(logits: Tensor, teacher_probabilities: Tensor, temperature: float) -> Tensor:
-    """Per row, τ²·H(softmax(log q / τ), softmax(z / τ)) for the student's logits z and the
-    teacher's probabilities q (Hinton et al., 2015, "Distilling the knowledge in a neural
-    network"). τ > 1 softens both sides, so a confident teacher's rows still carry how
-    confident (its logits) instead of a near-one-hot target the student already matches; τ²
-    keeps the gradient's scale; as τ grows the gradient tends to that of matching logits
-    (centred) by squared error. At τ = 1 it is the cross-entropy against q."""
-    teacher_logits = teacher_probabilities.clamp(min=MIN_TEACHER_PROBABILITY).log()
-    softened = (teacher_logits / temperature).softmax(dim=-1)
-    return temperature**2 * F.cross_entropy(logits / temperature, softened, reduction="none")
-
-
 class LoadedKeys(NamedTuple):
     """Full parameter names (`encoder.…`): the classifier's encoder weights the file did not
     have (they keep their fresh initialisation), and the file's encoder weights the classifier
@@ -83,15 +56,9 @@ class ClassifierTask(TransformerTask):
 
     freeze_encoder: train the head only (a linear probe); the encoder also stays in eval mode,
     so its dropout is off. layer_lr_decay < 1: lower encoder layers get smaller learning rates
-    (see tasks/optim.py). adversarial_epsilon > 0: each training batch is also fitted with its
-    token embeddings moved ε along the loss gradient (`adversarial_perturbation`), a
-    regulariser aimed at the embedding, where a small labelled set overfits; the train loss is
-    then the sum of the clean and the adversarial loss, and a step costs 2.4-3.1 plain ones
-    (3.1 at a batch of 64).
+    (see tasks/optim.py).
     A training batch with `targets` (class probabilities, finetune.teacher) fits them instead
-    of its labels; its train/accuracy is against each row's most probable class. With
-    distillation_temperature τ ≠ 1, the batch's `distilled` rows (a teacher's, not one-hot
-    labels) fit `distillation_loss` instead.
+    of its labels; its train/accuracy is against each row's most probable class.
     """
 
     task_name: ClassVar[TaskName] = "classify"
@@ -106,8 +73,6 @@ class ClassifierTask(TransformerTask):
         label_smoothing: float = 0.0,
         freeze_encoder: bool = False,
         layer_lr_decay: float = 1.0,
-        adversarial_epsilon: float = 0.0,
-        distillation_temperature: float = 1.0,
         optim: OptimParams | Mapping[str, Any] | None = None,
     ) -> None:
         if label_names is not None and len(label_names) != num_labels:
@@ -116,12 +81,6 @@ class ClassifierTask(TransformerTask):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if not 0.0 < layer_lr_decay <= 1.0:
             raise ValueError(f"layer_lr_decay must be in (0, 1], got {layer_lr_decay}")
-        if adversarial_epsilon < 0:
-            raise ValueError(f"adversarial_epsilon must be >= 0, got {adversarial_epsilon}")
-        if distillation_temperature <= 0:
-            raise ValueError(
-                f"distillation_temperature must be > 0, got {distillation_temperature}"
-            )
         label_names = list(label_names) if label_names is not None else None
         super().__init__(
             model_config,
@@ -133,16 +92,12 @@ class ClassifierTask(TransformerTask):
             label_smoothing=label_smoothing,
             freeze_encoder=freeze_encoder,
             layer_lr_decay=layer_lr_decay,
-            adversarial_epsilon=adversarial_epsilon,
-            distillation_temperature=distillation_temperature,
         )
         self.num_labels = num_labels
         self.label_names = label_names
         self.label_smoothing = label_smoothing
         self.freeze_encoder = freeze_encoder
         self.layer_lr_decay = layer_lr_decay
-        self.adversarial_epsilon = adversarial_epsilon
-        self.distillation_temperature = distillation_temperature
         self.model = SequenceClassifier(self.config, num_labels, pooling, classifier_dropout)
         if freeze_encoder:
             self.model.encoder.requires_grad_(False)
@@ -206,42 +161,17 @@ class ClassifierTask(TransformerTask):
 
     def _step(self, batch: Batch, training: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Loss, predicted classes, true classes."""
-        input_ids, attention_mask, labels = (
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch["labels"],
-        )
-        if not (training and self.adversarial_epsilon):
-            logits = self(input_ids, attention_mask).logits
-            loss = self._loss(logits, batch, training)
-            return loss, logits.argmax(dim=-1), labels
-        # A zero perturbation that requires grad: its gradient is the loss gradient with respect
-        # to the token embeddings, which sets the attack's direction.
-        probe = torch.zeros(
-            *input_ids.shape, self.config.d_model, device=input_ids.device, requires_grad=True
-        )
-        logits = self.model(input_ids, attention_mask, embedding_perturbation=probe).logits
-        loss = self._loss(logits, batch, training)
-        (gradient,) = torch.autograd.grad(loss, probe, retain_graph=True)
-        attack = adversarial_perturbation(gradient, self.adversarial_epsilon)
-        attacked = self.model(input_ids, attention_mask, embedding_perturbation=attack).logits
-        loss = loss + self._loss(attacked, batch, training)
-        return loss, logits.argmax(dim=-1), labels
+        logits = self(batch["input_ids"], batch["attention_mask"]).logits
+        return self._loss(logits, batch, training), logits.argmax(dim=-1), batch["labels"]
 
     def _loss(self, logits: Tensor, batch: Batch, training: bool) -> Tensor:
         """Mean cross-entropy against the labels; in training, label-smoothed and against the
-        batch's `targets` where it has them, its `distilled` rows by `distillation_loss`."""
+        batch's `targets` where it has them."""
         if not training:
             return F.cross_entropy(logits, batch["labels"])
         # Class probabilities to fit (one-hot labels and a distillation teacher's), if any.
         fitted = batch.get("targets", batch["labels"])
-        if self.distillation_temperature == 1.0 or "distilled" not in batch:
-            return F.cross_entropy(logits, fitted, label_smoothing=self.label_smoothing)
-        labelled = F.cross_entropy(
-            logits, fitted, label_smoothing=self.label_smoothing, reduction="none"
-        )
-        distilled = distillation_loss(logits, fitted, self.distillation_temperature)
-        return torch.where(batch["distilled"], distilled, labelled).mean()
+        return F.cross_entropy(logits, fitted, label_smoothing=self.label_smoothing)
 
     def export_info(self) -> dict[str, Any]:
         label_names = self.label_names or [str(label) for label in range(self.num_labels)]

@@ -155,22 +155,6 @@ def test_classifier_pooling_reads_real_tokens_only(make_config) -> None:
         SequenceClassifier(config, num_labels=2, pooling="sum")
 
 
-def test_classifier_adds_an_embedding_perturbation_to_the_token_embeddings(make_config) -> None:
-    torch.manual_seed(0)
-    model = SequenceClassifier(make_config(), num_labels=2).eval()
-    ids, mask = torch.randint(3, 32, (2, 6)), torch.ones(2, 6, dtype=torch.long)
-    clean = model(ids, mask).logits
-    zero = torch.zeros(2, 6, model.config.d_model)
-    torch.testing.assert_close(model(ids, mask, embedding_perturbation=zero).logits, clean)
-    # Moving the embeddings by hand gives the same logits as passing the perturbation.
-    delta = 0.5 * torch.randn(2, 6, model.config.d_model)
-    perturbed = model(ids, mask, embedding_perturbation=delta).logits
-    assert not torch.allclose(perturbed, clean)
-    hook = model.encoder.embedding.register_forward_hook(lambda _m, _i, out: out + delta)
-    torch.testing.assert_close(model(ids, mask).logits, perturbed)
-    hook.remove()
-
-
 def _overfit(model: nn.Module, loss_fn: Callable[[], torch.Tensor], steps: int) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(steps):
