@@ -7,7 +7,7 @@ run that launched it whichever runner did.
 
 With `MLFLOW_TRACKING_URI` unset, the store is `mlflow.db` (SQLite) in the project root, with
 artifacts under `mlartifacts/` beside it — absolute paths, so any working directory finds the
-same store that `make ui` shows.
+same store that `make ui` shows (`transformer_pl.tracking_store`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 from mlflow import MlflowClient
 
+from transformer_pl.tracking_store import project_root, tracking_uri
+
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import MLFlowLogger
 
@@ -36,17 +38,6 @@ HOST_TAG, PID_TAG, WORKSPACE_TAG = "tpl.host", "tpl.pid", "tpl.workspace"
 
 
 # --- store ------------------------------------------------------------------------------------
-
-
-def project_root() -> Path:
-    """The project the pipeline runs in: the working directory, where params.yaml and dvc.yaml
-    are (as for every stage's inputs and outputs)."""
-    return Path.cwd().resolve()
-
-
-def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` if set, else the project's SQLite store (absolute path)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def _local_artifact_location(uri: str, experiment_name: str) -> str | None:

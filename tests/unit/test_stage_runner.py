@@ -1,8 +1,12 @@
-"""Which process of a multi-process launch reports: the ranks each launcher gives its processes."""
+"""The stage runner: which process of a multi-process launch reports, and what keys a stage.
+
+from pathlib import Path
 
 import pytest
 
-from transformer_pl.stages.runner import RANK_VARIABLES, is_global_zero
+from transformer_pl.config import load_params
+from transformer_pl.stages import STAGES
+from transformer_pl.stages.runner import RANK_VARIABLES, is_global_zero, stage_input_key
 
 
 @pytest.mark.parametrize(
@@ -24,3 +28,19 @@ def test_only_global_rank_zero_is_global_zero(
     for variable, value in environment.items():
         monkeypatch.setenv(variable, value)
     assert is_global_zero() is global_zero
+
+
+def test_a_stage_writing_to_the_registry_is_keyed_on_which_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = load_params(Path(__file__).parents[2] / "params.yaml")
+    register, tokenizer = STAGES["register"], STAGES["tokenizer"]
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    local = {spec.name: stage_input_key(spec, params, tmp_path) for spec in (register, tokenizer)}
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://team-host:5000")
+    server = {spec.name: stage_input_key(spec, params, tmp_path) for spec in (register, tokenizer)}
+
+    assert register.registry and not tokenizer.registry
+    assert server["register"] != local["register"]
+    assert server["tokenizer"] == local["tokenizer"]

@@ -32,6 +32,9 @@ class StageSpec:
     outs: tuple[str, ...] = ()  # files and folders written (DVC-cached)
     metrics: tuple[str, ...] = ()  # JSON metrics written (not cached, committed to git)
     plots: tuple[str, ...] = ()  # plot data written
+    # Writes to the model registry at the tracking URI: another registry is another output, so
+    # the stage is keyed on the URI too.
+    registry: bool = False
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

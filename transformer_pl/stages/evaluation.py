@@ -650,6 +650,7 @@ STAGES: tuple[StageSpec, ...] = (
             "tracking",
         ),
         metrics=(REGISTRATION_REPORT,),
+        registry=True,
     ),
 )
 STAGES_BY_NAME = {spec.name: spec for spec in STAGES}

@@ -17,6 +17,7 @@ from typing import Any
 from transformer_pl.config import ConfigError, Params
 from transformer_pl.stages.base import StageSpec
 from transformer_pl.stages.layout import Layout
+from transformer_pl.tracking_store import tracking_uri
 
 PROFILE_OVERLAYS_KEY = "profiles"  # params.yaml's overlays, already applied by `load_params`
 _MISSING = object()
@@ -64,8 +65,14 @@ def path_hashes(paths: Iterable[str], root: Path = Path(".")) -> dict[str, str |
 
 
 def stage_input_key(spec: StageSpec, params: Params, root: Path = Path(".")) -> str:
-    """A hash of everything the stage reads: its deps' contents and its params' values."""
-    inputs = {"deps": path_hashes(spec.deps, root), "params": params_subset(params, spec.params)}
+    """A hash of everything the stage reads: its deps' contents and its params' values, and for
+    a stage that writes to the registry, which registry (a new tracking server re-runs it)."""
+    inputs: dict[str, Any] = {
+        "deps": path_hashes(spec.deps, root),
+        "params": params_subset(params, spec.params),
+    }
+    if spec.registry:
+        inputs["registry"] = tracking_uri(root)
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
     return f"{spec.name}-{hashlib.sha256(canonical.encode('utf-8')).hexdigest()}"
 
