@@ -262,7 +262,7 @@ class PretrainParams(Section):
     objective: Literal["auto", "mlm", "clm", "ppmi_svd"] = "auto"
     mask_probability: float = Field(0.15, gt=0, lt=1)
     # mlm (a classifier's pretraining): the token embedding starts random or from the word
-    # vectors of ppmi_svd, computed first from the same text (~1 minute on IMDB).
+    # vectors of ppmi_svd, computed first from the same text.
     embedding_init: Literal["random", "ppmi_svd"] = "random"
     cooccurrence_window: int = Field(5, ge=1)  # ppmi_svd: tokens counted on each side
     batch_size: int = Field(32, ge=1)  # global: each of N processes takes 1/N of it

@@ -112,8 +112,8 @@ def fit_teacher(
 ) -> TeacherFit:
     """Fit on `train` (token ids of each text, labels) once per C of settings.c_grid, keeping
     the C with the best `val` accuracy (the smallest on a tie); with settings.calibrate, then
-    fit the temperature that makes its probabilities fit val's labels best: a teacher fitted to
-    100% on train is overconfident, and its students inherit that. Seeded: liblinear's
+    fit the temperature that makes its probabilities fit val's labels best: a teacher that fits
+    train perfectly is overconfident, and its students inherit that. Seeded: liblinear's
     coordinate order is the only randomness."""
     started = time.perf_counter()
     train_presence = presence_matrix(train[0], vocab_size, settings.buckets)

@@ -7,7 +7,7 @@ import torch
 
 def cpu_has_native_bf16() -> bool:
     """avx512_bf16 or AMX: bf16 matrix instructions. Without them bf16 autocast is emulated and
-    slower than fp32; with them it trains ~2x and predicts ~1.5x faster (bench/RESULTS.md)."""
+    slower than fp32; with them it trains and predicts faster than fp32 (see bench/RESULTS.md)."""
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 

@@ -265,11 +265,10 @@ def classify_texts(
     Each input is `[CLS] ids [SEP]`, as the encode stage built the training inputs. A text longer
     than the model's `max_length` is read in windows of that length covering all of it
     (`text_windows`), and its probabilities are the mean of its windows': the end of a long
-    review counts as much as its start. On IMDB this scored 88.37% where the first 512 tokens
-    alone scored 88.16% (bench/RESULTS.md). Inputs are batched by length, each batch cut to its
-    longest input: IMDB reviews padded to 512 tokens would otherwise cost nearly twice the work.
-    Where the hardware has bf16 instructions the forward pass runs under bf16 autocast, ~1.5x
-    faster than fp32 (bench/RESULTS.md gives its effect on test accuracy). Last, the bundle's
+    review counts as much as its start. Inputs are batched by length, each batch cut to its
+    longest input: padding every input to max_length would waste the work on short texts.
+    Where the hardware has bf16 instructions the forward pass runs under bf16 autocast, faster
+    than fp32 (see bench/RESULTS.md for its effect on accuracy). Last, the bundle's
     `temperature` calibrates the probabilities (`apply_temperature`).
     """
     room = config.max_length - 2

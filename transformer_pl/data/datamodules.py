@@ -55,7 +55,8 @@ def mask_tokens(
     ids: Tensor, probability: float, vocab_size: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
     """BERT masking. Each regular (non-special, non-pad) token is chosen with `probability`; a
-    chosen token becomes [MASK] 80% of the time, a random regular token 10%, and stays 10%.
+    chosen token becomes [MASK] with probability 0.8, a random regular token with 0.1, and
+    stays itself with 0.1.
     Returns (masked ids, labels: the original id where chosen, -100 elsewhere)."""
     regular = ids >= FIRST_REGULAR_ID
     chosen = regular & (torch.rand(ids.shape, generator=generator) < probability)

@@ -15,7 +15,7 @@ registered model does.
 Packing: each text's ids followed by [EOS], concatenated in split order and cut every
 `block_size` ids; only the last block may be shorter, so no token is dropped. Tokenizing uses
 `datasets.Dataset.map(batched=True)` with the fast tokenizer's `encode_batch_fast` (ids only,
-no offsets: ~1.3× faster than `encode_batch`).
+no offsets: faster than `encode_batch`).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class TransformerConfig:
     d_ff: int = 1024
     max_len: int = 512
     dropout: float = 0.1
-    # Any attention dropout makes SDPA fall back from its fused CPU kernel (about 3x slower).
+    # Any attention dropout makes SDPA fall back from its fused CPU kernel to a slower one.
     attention_dropout: float = 0.0
     positional: Positional = "sinusoidal"
     # Pre-LN trains stably without warm-up; False gives the paper's post-LN.

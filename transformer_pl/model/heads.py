@@ -64,7 +64,7 @@ class MaskedLanguageModel(nn.Module):
         """Without labels: logits (B, T, V). With labels (B, T), -100 where not predicted: logits
         (N, V) for the N predicted positions only, in row-major order, and their mean
         cross-entropy — the same loss as full logits with ignore_index=-100, without projecting
-        the ~85% unmasked positions through the model's largest matrix."""
+        the unmasked positions, most of them, through the model's largest matrix."""
         hidden = self.encoder(input_ids, attention_mask)
         if labels is None:
             return LMOutput(loss=None, logits=self.lm_head(hidden))

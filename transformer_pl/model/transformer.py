@@ -149,9 +149,9 @@ class _Stack(nn.Module):
 class BigramEmbedding(nn.Module):
     """A learned vector for each (previous token, token) pair, hashed into `buckets` rows of
     `dim` features and projected to d_model (N-Grammer, Roy et al., 2022, with hashed instead of
-    clustered ids). Two layers of attention combine the many weak phrase cues a review's
-    sentiment rests on poorly; this hands the encoder each phrase as one input (IMDB:
-    bench/RESULTS.md, session 23). Row 0 stands for no pair: the first token, padding."""
+    clustered ids). A shallow encoder combines the many weak phrase cues a text's label can
+    rest on poorly; this hands it each phrase as one input. Row 0 stands for no pair: the first
+    token, padding."""
 
     MULTIPLIER = 1_000_003  # a prime above any vocabulary size: pairs collide only by the modulo
 
