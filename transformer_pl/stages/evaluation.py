@@ -504,9 +504,13 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
             champion_margin=params.register_.champion_margin,
             evaluation_data=evaluation["val_fingerprint"],
             serving_limits=params.serve,
+            evaluation_artifacts=[layout / VAL_PREDICTIONS],
+            compare_with_champion=_champion_comparison(
+                params, bundle_task(layout / Layout.FINETUNED), layout / VAL_PREDICTIONS
+            ),
             greater_is_better=greater_is_better,
-            # Not the metrics file: it holds latencies, so re-running evaluate alone would otherwise
-            # register the same weights again.
+            # Not evaluate's outputs: the metrics hold latencies, so re-running evaluate alone
+            # would otherwise register the same weights again.
             fingerprint=registration_fingerprint(
                 git_commit(),
                 {
