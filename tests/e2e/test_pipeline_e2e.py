@@ -178,6 +178,13 @@ def test_tiny_run_registers_champion_with_lineage(
     )
     assert tags["prefect.flow_run_id"] == register_run.data.tags["prefect.flow_run_id"]
     assert version.run_id == register_run.info.run_id
+    # Registered as a completed transaction, promoted on val, with the val predictions a later
+    # version is paired with.
+    assert tags["registration"] == "complete"
+    assert json.loads(tags["decision.metric_key"]) == "val_accuracy"
+    assert tags["evaluation_data"] == _metrics(root)["val_fingerprint"]
+    logged = [artifact.path for artifact in client.list_artifacts(version.run_id, "evaluation")]
+    assert logged == ["evaluation/val.parquet"]
     # The served model carries the temperature evaluate fitted.
     logged_model = client.get_logged_model(version.source.removeprefix("models:/"))
     artifacts = urlparse(logged_model.artifact_location).path
