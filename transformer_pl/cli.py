@@ -77,6 +77,32 @@ def list_stages() -> None:
         )
 
 
+@app.command("dvc-yaml")
+def write_dvc_yaml(
+    check: Annotated[
+        bool, typer.Option("--check", help="only say whether dvc.yaml is current (exit 1 if not)")
+    ] = False,
+) -> None:
+    """Write dvc.yaml from the stage declarations (deps, code derived from the imports,
+    params, outs, metrics, plots), in the project root."""
+    from transformer_pl.atomic import write_text_atomic
+    from transformer_pl.stages.dvc_pipeline import DVC_PIPELINE_FILE, render_dvc_yaml
+
+    rendered, path = render_dvc_yaml(), Path(DVC_PIPELINE_FILE)
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if check:
+        if current != rendered:
+            typer.echo(
+                f"{path} is not what the stage declarations give: run `tpl dvc-yaml`", err=True
+            )
+            raise typer.Exit(1)
+        typer.echo(f"{path} is current")
+        return
+    if current != rendered:
+        write_text_atomic(path, rendered)
+    typer.echo(f"{path} {'written' if current != rendered else 'already current'}")
+
+
 @app.command("params")
 def show_params(profile: ProfileOption = None, params_file: ParamsOption = None) -> None:
     """Print the effective parameters (params.yaml + profile), validated."""

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
+from transformer_pl.config import load_params
 from transformer_pl.stages import STAGES, StageSpec
 from transformer_pl.stages.data import STAGES as DATA_STAGES
+from transformer_pl.stages.dvc_pipeline import render_dvc_yaml
+from transformer_pl.stages.runner import stage_input_key
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DVC_PIPELINE: dict[str, Any] = yaml.safe_load(
@@ -53,6 +56,42 @@ def test_top_level_plots_render_files_of_a_stage_plots_folder():
 
 def test_dvc_yaml_has_no_stage_the_code_does_not_declare():
     assert set(DVC_STAGES) == set(STAGES)
+
+
+def test_the_committed_dvc_yaml_is_the_generated_one():
+    committed = (PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8")
+    assert committed == render_dvc_yaml(), "dvc.yaml is stale: run `tpl dvc-yaml`"
+
+
+@pytest.mark.parametrize(
+    ("edited", "reruns", "stays"),
+    [
+        # The teacher tempers its probabilities (calibration.py) inside finetune; evaluate fits
+        # the served temperature with it too.
+        ("transformer_pl/calibration.py", {"finetune", "evaluate"}, {"ingest", "tokenizer"}),
+        # Pretraining encodes its blocks with data/encode.py.
+        ("transformer_pl/data/encode.py", {"encode", "pretrain"}, {"ingest", "split"}),
+        # Behaviour in the config (the `auto` objective, defaults) reaches every stage.
+        ("transformer_pl/config.py", set(STAGES), set()),
+    ],
+)
+def test_editing_a_module_invalidates_exactly_the_stages_that_import_it(
+    tmp_path: Path, edited: str, reruns: set[str], stays: set[str]
+):
+    shutil.copytree(
+        PROJECT_ROOT / "transformer_pl",
+        tmp_path / "transformer_pl",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    before = {name: stage_input_key(spec, params, tmp_path) for name, spec in STAGES.items()}
+    with (tmp_path / edited).open("a", encoding="utf-8") as source:
+        source.write("\n# an edit\n")
+    after = {name: stage_input_key(spec, params, tmp_path) for name, spec in STAGES.items()}
+
+    changed = {name for name in STAGES if before[name] != after[name]}
+    assert reruns <= changed and not stays & changed, sorted(changed)
+    assert changed == {name for name, spec in STAGES.items() if edited in spec.deps}
 
 
 # Slow: eleven `tpl stage` processes, each importing its libraries and opening MLflow.

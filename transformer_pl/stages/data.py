@@ -29,6 +29,7 @@ import pandas as pd
 from transformer_pl.config import Params
 from transformer_pl.data import DEVELOPMENT_SPLITS, DataError, read_frames, write_frames
 from transformer_pl.stages.base import StageError, StageSpec
+from transformer_pl.stages.code_deps import code_deps
 from transformer_pl.stages.layout import Layout
 
 REPORTS = "data/reports"
@@ -38,8 +39,6 @@ QUARANTINE_FILE = "rows.parquet"
 
 # Every data stage reads the dataset choice and, through the profile overlay, `profiles`.
 DATASET_KEYS = ("dataset", "datasets", "profile", "profiles")
-STAGE_CODE = "transformer_pl/stages/data.py"
-FRAMES_CODE = "transformer_pl/data/__init__.py"
 
 
 def ingest(params: Params, layout: Layout) -> dict[str, Any]:
@@ -200,15 +199,11 @@ def _as_stage_error() -> Iterator[None]:
         raise StageError(str(error)) from error
 
 
-def _code(*modules: str) -> tuple[str, ...]:
-    return (*(f"transformer_pl/data/{module}.py" for module in modules), FRAMES_CODE, STAGE_CODE)
-
-
 STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="ingest",
         run=ingest,
-        deps=_code("sources", "ingest"),
+        deps=code_deps(ingest),
         params=DATASET_KEYS,
         outs=(Layout.RAW,),
         metrics=(_report("ingest"),),
@@ -216,7 +211,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="clean",
         run=clean,
-        deps=(Layout.RAW, *_code("ingest", "clean", "split")),
+        deps=(Layout.RAW, *code_deps(clean)),
         params=(*DATASET_KEYS, "clean", "seed"),
         outs=(Layout.CLEAN, Layout.QUARANTINE),
         metrics=(_report("clean"),),
@@ -224,7 +219,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="validate",
         run=validate,
-        deps=(Layout.CLEAN, Layout.QUARANTINE, *_code("validate", "clean")),
+        deps=(Layout.CLEAN, Layout.QUARANTINE, *code_deps(validate)),
         params=(*DATASET_KEYS, "clean", "validate"),
         outs=(DATA_DOCS,),
         metrics=(VALIDATION_SUMMARY,),
@@ -232,7 +227,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="split",
         run=split,
-        deps=(Layout.CLEAN, VALIDATION_SUMMARY, *_code("split")),
+        deps=(Layout.CLEAN, VALIDATION_SUMMARY, *code_deps(split)),
         params=(*DATASET_KEYS, "split", "seed"),
         outs=(Layout.SPLITS, Layout.TEST_SPLIT),
         metrics=(_report("split"),),
@@ -240,7 +235,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="tokenizer",
         run=tokenizer,
-        deps=(Layout.SPLITS, *_code("tokenizer")),
+        deps=(Layout.SPLITS, *code_deps(tokenizer)),
         params=(*DATASET_KEYS, "tokenizer"),
         outs=(Layout.TOKENIZER,),
         metrics=(_report("tokenizer"),),
@@ -248,7 +243,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="encode",
         run=encode,
-        deps=(Layout.SPLITS, Layout.TOKENIZER, *_code("encode", "tokenizer")),
+        deps=(Layout.SPLITS, Layout.TOKENIZER, *code_deps(encode)),
         params=(*DATASET_KEYS, "encode"),
         outs=(Layout.ENCODED,),
         metrics=(_report("encode"),),

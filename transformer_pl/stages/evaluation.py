@@ -23,6 +23,7 @@ from typing import Any
 
 from transformer_pl.config import Params
 from transformer_pl.stages.base import StageError, StageSpec, write_json
+from transformer_pl.stages.code_deps import code_deps
 from transformer_pl.stages.layout import Layout
 
 EVALUATION_METRICS = f"{Layout.METRICS}/evaluate.json"
@@ -598,10 +599,6 @@ def paired_val_difference(
     return difference.as_metrics("val_bleu_minus_champion")
 
 
-def _code(*paths: str) -> tuple[str, ...]:
-    return (*paths, "transformer_pl/stages/evaluation.py")
-
-
 STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="evaluate",
@@ -611,16 +608,7 @@ STAGES: tuple[StageSpec, ...] = (
             Layout.TOKENIZER,
             Layout.SPLITS,
             Layout.TEST_SPLIT,
-            *_code(
-                "transformer_pl/evaluation.py",
-                "transformer_pl/significance.py",
-                "transformer_pl/baseline.py",
-                "transformer_pl/ngram_teacher.py",
-                "transformer_pl/registry.py",
-                "transformer_pl/inference.py",
-                "transformer_pl/precision.py",
-                "transformer_pl/calibration.py",
-            ),
+            *code_deps(evaluate),
         ),
         params=("dataset", *PROFILE_KEYS, "seed", "evaluate", "decode", "finetune.teacher"),
         outs=(VAL_PREDICTIONS, TEST_PREDICTIONS),
@@ -635,13 +623,7 @@ STAGES: tuple[StageSpec, ...] = (
             Layout.TOKENIZER,
             EVALUATION_METRICS,
             VAL_PREDICTIONS,
-            *_code(
-                "transformer_pl/registry.py",
-                "transformer_pl/significance.py",
-                "transformer_pl/evaluation.py",
-                "transformer_pl/inference.py",
-                "transformer_pl/calibration.py",
-            ),
+            *code_deps(register),
         ),
         params=(
             "dataset",

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from transformer_pl.config import Params
 from transformer_pl.stages.base import StageError, StageSpec, write_json
+from transformer_pl.stages.code_deps import code_deps
 from transformer_pl.stages.layout import Layout
 from transformer_pl.stages.runner import is_global_zero, stage_input_key
 
@@ -36,16 +37,6 @@ TRAINING_METRICS = "metrics/train"
 
 # The profile overlay can change any section, so DVC must see the profile choice and overlays.
 PROFILE_KEYS = ("profile", "profiles")
-MODEL_CODE = (
-    "transformer_pl/model",
-    "transformer_pl/tasks",
-    "transformer_pl/training.py",
-    "transformer_pl/precision.py",
-    "transformer_pl/data/datamodules.py",
-    "transformer_pl/stages/training.py",
-    "transformer_pl/word_vectors.py",
-    "transformer_pl/ngram_teacher.py",
-)
 
 
 def _model_config(params: Params, vocab_size: int) -> Any:
@@ -529,7 +520,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="pretrain",
         run=pretrain,
-        deps=(Layout.ENCODED, *MODEL_CODE),
+        deps=(Layout.ENCODED, *code_deps(pretrain)),
         params=(
             "dataset",
             "datasets",
@@ -551,8 +542,7 @@ STAGES: tuple[StageSpec, ...] = (
             Layout.TOKENIZER,
             Layout.ENCODED,
             Layout.PRETRAINED,
-            *MODEL_CODE,
-            "transformer_pl/data/__init__.py",  # read_frames: the teacher reads the split files
+            *code_deps(finetune),
         ),
         params=(
             "dataset",
