@@ -132,7 +132,7 @@ class CleanParams(Section):
 
 
 class ValidateParams(Section):
-    min_rows_per_split: int = Field(1, ge=0)
+    min_rows_per_split: int = Field(100, ge=0)
     # Language-model corpora: a split of a few long lines can pass the row count and still be
     # too little text to measure a perplexity on.
     min_words_per_split: int = Field(0, ge=0)
@@ -169,7 +169,7 @@ class TokenizerParams(Section):
 
 
 class EncodeParams(Section):
-    max_length: int = Field(256, ge=8)  # classification / translation sequence cap
+    max_length: int = Field(512, ge=8)  # classification / translation sequence cap
     block_size: int = Field(128, ge=8)  # packed language-model blocks
     num_proc: int = Field(1, ge=1)
 
@@ -180,7 +180,7 @@ class EncodeParams(Section):
 class ModelParams(Section):
     d_model: int = Field(256, gt=0)
     n_heads: int = Field(4, gt=0)
-    n_layers: int = Field(4, gt=0)
+    n_layers: int = Field(2, gt=0)
     n_decoder_layers: int | None = Field(None, gt=0)
     d_ff: int = Field(1024, gt=0)
     max_len: int = Field(512, gt=0)
@@ -233,13 +233,23 @@ class TrainerParams(Section):
 
 
 class OptimParams(Section):
-    learning_rate: float = Field(5e-4, gt=0)
+    """finetune.optim, and the optimiser of a task built without one."""
+
+    learning_rate: float = Field(3e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_fraction: float = Field(0.06, ge=0, lt=1)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     gradient_clip: float | None = Field(1.0, gt=0)
     accumulate_grad_batches: int = Field(1, ge=1)
+
+
+class PretrainOptimParams(OptimParams):
+    """pretrain.optim: a language model trained from scratch takes a higher peak learning rate
+    than a finetune that starts from it. Its own class, so that a pretrain.optim section that
+    omits learning_rate gets this default, not finetune's."""
+
+    learning_rate: float = Field(2e-3, gt=0)
 
 
 PretrainingObjective = Literal["mlm", "clm", "ppmi_svd"]
@@ -260,16 +270,16 @@ class PretrainParams(Section):
     # "auto": the dataset task's first objective (PRETRAINING_OBJECTIVES); naming one checks
     # that it fits.
     objective: Literal["auto", "mlm", "clm", "ppmi_svd"] = "auto"
-    mask_probability: float = Field(0.15, gt=0, lt=1)
+    mask_probability: float = Field(0.4, gt=0, lt=1)
     # mlm (a classifier's pretraining): the token embedding starts random or from the word
     # vectors of ppmi_svd, computed first from the same text.
     embedding_init: Literal["random", "ppmi_svd"] = "random"
     cooccurrence_window: int = Field(5, ge=1)  # ppmi_svd: tokens counted on each side
     batch_size: int = Field(32, ge=1)  # global: each of N processes takes 1/N of it
-    max_steps: int = Field(1000, ge=1)
-    val_check_interval: int = Field(200, ge=1)
+    max_steps: int = Field(2000, ge=1)
+    val_check_interval: int = Field(250, ge=1)
     limit_val_batches: int = Field(50, ge=1)
-    optim: OptimParams = OptimParams(learning_rate=7e-4)
+    optim: PretrainOptimParams = PretrainOptimParams()
 
 
 class TeacherParams(Section):
@@ -302,12 +312,12 @@ class FinetuneParams(Section):
     freeze_encoder: bool = False
     layer_lr_decay: float = Field(1.0, gt=0, le=1)
     batch_size: int = Field(32, ge=1)  # global: each of N processes takes 1/N of it
-    max_epochs: int = Field(3, ge=1)
+    max_epochs: int = Field(1, ge=1)
     max_steps: int = -1
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     early_stopping_patience: int = Field(3, ge=1)
     teacher: TeacherParams = TeacherParams()
-    optim: OptimParams = OptimParams(learning_rate=3e-4)
+    optim: OptimParams = OptimParams()
 
 
 # Finetune keys that only the classifier reads, and label smoothing, which a language model does
@@ -406,7 +416,7 @@ class Params(Section):
     seed: int = 42
     profile: str = DEFAULT_PROFILE
     dataset: str = "imdb"
-    datasets: dict[str, DatasetSpec] = {}
+    datasets: dict[str, DatasetSpec]  # no default: params.yaml holds the built-in specs
     clean: CleanParams = CleanParams()
     # `validate` and `register` would shadow pydantic/ABC methods: stored under an alias.
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
