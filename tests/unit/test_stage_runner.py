@@ -1,4 +1,4 @@
-"""The stage runner: which process of a multi-process launch reports, and what keys a stage.
+"""The stage runner: which process of a multi-process launch reports, and what keys a stage."""
 
 from pathlib import Path
 
