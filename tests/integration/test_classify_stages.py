@@ -118,3 +118,20 @@ def test_finetune_distils_an_ngram_teacher_through_the_unlabeled_split(
     distilled = rows["train"] + rows["unlabeled"]
     batches_per_epoch = -(-distilled // 16)  # the tiny profile's batch
     assert finetuned["global_step"] == batches_per_epoch * finetuned["epochs"]
+
+
+def test_a_finetune_retried_after_its_outputs_were_exported_does_not_train_again(
+    reviews_project: Path, run_stages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As when the tracking server fails after training: the runner logs the stage's metrics
+    # once the stage function has returned, and a retry runs the function again.
+    until_finetune = UNTIL_EVALUATE[: UNTIL_EVALUATE.index("finetune") + 1]
+    first = run_stages(reviews_project, until_finetune)["finetune"]
+    (scratch,) = (reviews_project / ".checkpoints").glob("finetune-*")
+    assert [path.name for path in scratch.iterdir()] == ["finished.json"]
+
+    def train_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("finetune trained again")
+
+    monkeypatch.setattr("transformer_pl.training.fit_or_resume", train_again)
+    assert run_stages(reviews_project, ["finetune"])["finetune"] == first

@@ -319,8 +319,8 @@ class ClassificationDataModule(_EncodedDataModule):
     longest sequence); val keeps the split's order.
 
     `train_dataset`, when set before training, replaces the encoded train split: rows with
-    `targets`, a probability per class that the loss fits instead of `label`, and `distilled`,
-    whether they are a teacher's (distillation, stages/training.py); batches then carry both."""
+    `targets`, a probability per class that the loss fits instead of `label` (distillation,
+    stages/training.py); batches then carry them."""
 
     columns = ("input_ids", "label")
     train_dataset: datasets.Dataset | None = None
@@ -339,7 +339,7 @@ class ClassificationDataModule(_EncodedDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None and self.train_split not in self.datasets:
-            columns = [*self.columns, "targets", "distilled"]
+            columns = [*self.columns, "targets"]
             self.datasets[self.train_split] = self.train_dataset.with_format(
                 "torch", columns=columns
             )
@@ -360,7 +360,6 @@ class ClassificationDataModule(_EncodedDataModule):
         batch = {"input_ids": ids, "attention_mask": real_tokens(ids), "labels": labels}
         if "targets" in examples[0]:
             batch["targets"] = torch.stack([example["targets"] for example in examples])
-            batch["distilled"] = torch.stack([example["distilled"] for example in examples])
         return batch
 
 

@@ -17,6 +17,8 @@ Under torchrun/SLURM every rank trains; only global rank 0 writes outputs and re
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -30,9 +32,14 @@ from transformer_pl.stages.code_deps import code_deps
 from transformer_pl.stages.layout import Layout
 from transformer_pl.stages.runner import is_global_zero, stage_input_key
 
+log = logging.getLogger(__name__)
+
 CHECKPOINTS_ROOT = Path(".checkpoints")
 FINAL_CHECKPOINT = "checkpoint.ckpt"
 SKIPPED_MARKER = "skipped.json"
+# Left in a stage's scratch folder once its outputs are exported: a retry of the stage (its
+# tracking failed after training, say) returns the summary instead of training again.
+FINISHED_MARKER = "finished.json"
 TRAINING_METRICS = "metrics/train"
 
 # The profile overlay can change any section, so DVC must see the profile choice and overlays.
@@ -75,9 +82,11 @@ def _fit(
     out_dir: Path,
     export_metadata: dict[str, Any] | None = None,
     extra_summary: dict[str, Any] | None = None,
+    completed: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Fit (or resume) `task`, export the best weights into `out_dir`; returns the summary
-    (with `extra_summary`'s fields, what the caller did before fitting)."""
+    (with `extra_summary`'s fields, what the caller did before fitting, and what `completed`
+    adds once the task has trained)."""
     import mlflow
 
     from transformer_pl.tracking import lightning_logger
@@ -89,6 +98,14 @@ def _fit(
     )
 
     scratch = CHECKPOINTS_ROOT / stage_input_key(STAGES_BY_NAME[stage], params, layout.root)
+    finished = scratch / FINISHED_MARKER
+    if finished.is_file() and (out_dir / FINAL_CHECKPOINT).is_file():
+        log.info("%s: trained already with these inputs (%s); not training again", stage, finished)
+        return json.loads(finished.read_text(encoding="utf-8"))
+    if is_global_zero():  # scratch of earlier inputs: stale, and possibly large
+        for stale in CHECKPOINTS_ROOT.glob(f"{stage}-*"):
+            if stale != scratch:
+                shutil.rmtree(stale, ignore_errors=True)
     active = mlflow.active_run() if is_global_zero() else None
     logger = lightning_logger(active.info.run_id) if active else None
     trainer = build_trainer(
@@ -119,14 +136,19 @@ def _fit(
         **_scalar_metrics(trainer, "train/tokens"),
         **(extra_summary or {}),
     }
+    if completed is not None:
+        summary = completed(summary)
     if trainer.is_global_zero:
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        best_task = type(trainer.lightning_module).load_from_checkpoint(best, map_location="cpu")
+        best_task = type(trainer.lightning_module).load_from_checkpoint(
+            best, map_location="cpu", weights_only=True
+        )
         best_task.export_weights(out_dir, **(export_metadata or {}))
         shutil.copyfile(best, out_dir / FINAL_CHECKPOINT)
         write_json(layout / f"{TRAINING_METRICS}/{stage}.json", summary)
         shutil.rmtree(scratch, ignore_errors=True)
+        write_json(finished, summary)
     return summary
 
 
@@ -298,7 +320,7 @@ def finetune(params: Params, layout: Layout) -> dict[str, Any]:
     config = _model_config(params, meta["vocab_size"])
     recipes = {"classify": _classifier, "lm": _language_model, "translate": _translator}
     recipe = recipes[params.dataset_spec.task](params, layout, config)
-    summary = _fit(
+    return _fit(
         "finetune",
         params,
         layout,
@@ -316,11 +338,14 @@ def finetune(params: Params, layout: Layout) -> dict[str, Any]:
         layout / Layout.FINETUNED,
         export_metadata=recipe.export_metadata,
         extra_summary=recipe.summary,
+        # What loading the pretrained weights found: known once the task was built.
+        completed=lambda summary: {
+            **summary,
+            "from_pretrained": params.pretraining is not None,
+            "pretrained_missing_keys": len(recipe.loaded.get("missing", [])),
+            "pretrained_unexpected_keys": len(recipe.loaded.get("unexpected", [])),
+        },
     )
-    summary["from_pretrained"] = params.pretraining is not None
-    summary["pretrained_missing_keys"] = len(recipe.loaded.get("missing", []))
-    summary["pretrained_unexpected_keys"] = len(recipe.loaded.get("unexpected", []))
-    return summary
 
 
 def _finetune_data(datamodule_class: type, params: Params, layout: Layout) -> Any:
@@ -430,7 +455,7 @@ def _distilled_train(
 ) -> tuple[Any, dict[str, Any]]:
     """The classifier's training rows with finetune.teacher: the train split's texts with
     one-hot targets, then the unlabeled split's with the class probabilities of an n-gram
-    teacher (`fit_distillation_teacher`), `distilled` set; `label` is each row's most probable
+    teacher (`fit_distillation_teacher`); `label` is each row's most probable
     class, for the training accuracy. The teacher reads whole texts: the classifier reads a
     long text's first max_length tokens in training but all of it, in windows, at test time,
     so a whole text's probabilities are the target it is read against. Every process of a
@@ -462,7 +487,6 @@ def _distilled_train(
             "input_ids": pa.concat_arrays([id_lists["train"], id_lists["unlabeled"]]),
             "label": pa.array(np.concatenate([labels["train"], soft.argmax(axis=1)]), pa.int64()),
             "targets": pa.FixedSizeListArray.from_arrays(pa.array(targets.ravel()), num_labels),
-            "distilled": pa.array(np.arange(len(targets)) >= len(labels["train"])),
         }
     )
     summary = {
