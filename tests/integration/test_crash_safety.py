@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from planted_pickle import PlantedPickle
 from prefect import flow
 from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
 from prefect.serializers import PickleSerializer
@@ -34,16 +35,6 @@ MakeWorkspace = Callable[[str], Path]  # a fixture of conftest.py
 PROFILE = "tiny"
 # Far above a tiny run's few minutes: only a guard against a hang.
 TPL_RUN_TIMEOUT_SECONDS = 1200
-
-
-class PlantedPickle:
-    """Unpickled, it creates `marker`: a stand-in for a result that runs a shell command."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        return Path.touch, (self.marker,)
 
 
 @flow(name="ingest-only")

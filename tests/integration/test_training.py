@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+from planted_pickle import PlantedPickle
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -408,16 +409,6 @@ def test_checkpoint_of_another_task_configuration_is_not_resumed(tmp_path: Path)
     other = MaskedLMTask(tiny_config(), optim=OPTIM.model_copy(update={"learning_rate": 1e-3}))
     assert fit_or_resume(trainer, other, SyntheticDataModule("mlm")) is None
     assert trainer.global_step == 4
-
-
-class PlantedPickle:
-    """Unpickled, it creates `marker`: a stand-in for a checkpoint that runs a shell command."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        return Path.touch, (self.marker,)
 
 
 def plant_checkpoint(last: Path, kind: str, marker: Path) -> None:
