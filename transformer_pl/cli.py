@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
@@ -20,7 +21,45 @@ from transformer_pl.config import ConfigError, load_params
 if TYPE_CHECKING:
     from pipelines.workspace import PipelineResult
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="transformer-pl: train Transformers from raw text to a registered, served model. "
+    "`tpl run` runs the whole pipeline (data → training → evaluation → registry); "
+    "`tpl stage NAME` runs one stage, as `dvc repro` does; `tpl predict` uses the champion.",
+)
+PROJECT_LOGGERS = ("transformer_pl", "pipelines")  # what the pipeline itself says
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        from importlib.metadata import version
+
+        typer.echo(f"tpl (transformer-pl) {version('transformer-pl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also show the pipeline's debug messages")
+    ] = False,
+) -> None:
+    """Show the pipeline's own messages (resuming, moved-aside state files, …) on stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+        if not logger.handlers:
+            logger.addHandler(handler)
+
 
 ProfileOption = Annotated[
     str | None,
