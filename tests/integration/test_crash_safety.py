@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -367,3 +369,52 @@ def test_tpl_run_completes_after_its_records_and_dvc_lock_were_cut_short(
     assert _dvc_status_clean(root)
     unchanged = _tpl(root, "run", "--profile", PROFILE)
     assert "Nothing changed since the last run" in unchanged.stderr
+
+
+@pytest.mark.slow  # trains the tiny model, twice in part
+def test_a_run_killed_during_finetune_is_finished_by_the_rerun(
+    make_workspace: MakeWorkspace, shared_data: Path, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    root = make_workspace("killed-in-finetune")
+    env = _without_token() | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "PYTHONSAFEPATH": "1",
+    }
+    log = tmp_path / "killed-run.log"
+    with log.open("w") as output:
+        killed = subprocess.Popen(
+            [sys.executable, "-m", "transformer_pl.cli", "run", "--profile", PROFILE],
+            cwd=root,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the kill takes every child
+        )
+    # Mid-training: finetune has checkpointed at least once and not finished.
+    deadline = time.monotonic() + TPL_RUN_TIMEOUT_SECONDS
+    while not list(root.glob(".checkpoints/finetune-*/checkpoints/last.ckpt")):
+        assert killed.poll() is None, log.read_text()[-6000:]
+        assert time.monotonic() < deadline, "finetune never checkpointed"
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+
+    rerun = _tpl(root, "run", "--profile", PROFILE)
+
+    assert rerun.returncode == 0, rerun.stderr[-6000:]
+    assert json.loads((root / "metrics" / "train" / "finetune.json").read_text())["resumed"]
+    assert _dvc_status_clean(root)
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    registration = json.loads((root / "metrics" / "register.json").read_text())
+    (version,) = client.search_model_versions(f"name = '{registration['model_name']}'")
+    assert version.tags["registration"] == "complete"
+    aliases = client.get_registered_model(registration["model_name"]).aliases
+    assert aliases == {"champion": version.version, "challenger": version.version}
+    # The killed run's MLflow runs were closed, not left RUNNING.
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    assert running == []
+    killed_runs = client.search_runs(experiments, filter_string="attributes.status = 'KILLED'")
+    assert killed_runs
