@@ -1,10 +1,11 @@
 """Prefect's temporary API server for `tpl run`, started before the pipeline's imports.
 
 Without a configured API URL, a Prefect flow starts a temporary server on its first API call: it
-imports Prefect's server package (~4 s here) and then waits for uvicorn to boot (~8 s), all after
-the pipeline's own imports (~5 s). Started first, the server boots in its own process, on the
-other core, while this one imports Prefect, MLflow and the stages; the flow then talks to it as
-to any server, and it is stopped when the process exits.
+imports Prefect's server package and then waits for uvicorn to boot, all after the pipeline's
+own imports, one after the other (bench/RESULTS.md, "Pipeline overhead"). Started first, the
+server boots in its own process, on the other core, while this one imports Prefect, MLflow and
+the stages; the flow then talks to it as to any server, and it is stopped when the process
+exits.
 
 It runs what Prefect's own temporary server runs (`prefect.server.api.server.
 SubprocessASGIServer`): uvicorn on the API's app factory, UI off, in ephemeral mode (only the

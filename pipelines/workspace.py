@@ -179,10 +179,10 @@ def record_in_dvc(*stage_names: str) -> None:
     """Write the stages' current deps, params and outs into dvc.lock (and outs into the cache):
     what `dvc commit --force <stages>` does, in one pass.
 
-    The command collects the pipeline and rewrites dvc.lock once per stage named, and parsing
-    dvc.lock (every stage's params) takes most of a second each time: ten stages cost ~30 s
-    on 2 cores. Here, as in `dvc.repo.commit.commit`, each stage is saved (hashes) and committed
-    (outs into the cache), and dvc.lock is rewritten once for all of them (~3 s). DVC's internal
+    The command collects the pipeline and rewrites dvc.lock once per stage named, parsing
+    dvc.lock (every stage's params) each time: the cost grows with the square of the stages.
+    Here, as in `dvc.repo.commit.commit`, each stage is saved (hashes) and committed (outs into
+    the cache), and dvc.lock is rewritten once for all of them. DVC's internal
     API (pinned version); the flow tests check `dvc status` is clean after every run. A dvc.lock
     that DVC cannot read is moved aside first (with a warning naming it); the commit writes a
     new one, which the flows fill with every stage (none of them agrees with a missing one).

@@ -189,7 +189,7 @@ def _run_pipeline(profile: str | None, params_file: Path | None, force_flow: boo
     # Prefect's 20 s allowance for starting its temporary server is too short on a busy small
     # machine.
     os.environ.setdefault(STARTUP_TIMEOUT_VARIABLE, "120")
-    # Without a Prefect server to use, one boots in the background (~8 s) while this process
+    # Without a Prefect server to use, one boots in the background while this process
     # checks for changes and imports the pipeline.
     server = start_unless_configured()
     path = resolve_params_file(str(params_file) if params_file else None)
