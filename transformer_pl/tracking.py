@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 PARENT_RUN_ENV = "TPL_PARENT_RUN_ID"
 MAX_PARAM_VALUE_LENGTH = 6000  # MLflow rejects longer parameter values
+# MLflow 3's UI opens an experiment of this kind on its training runs, not on GenAI traces.
+EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
 # The process that owns a run, so a later run can tell a killed one from a live one.
 HOST_TAG, PID_TAG, WORKSPACE_TAG = "tpl.host", "tpl.pid", "tpl.workspace"
 
@@ -72,6 +74,8 @@ def configure_tracking(experiment_name: str) -> str:
         )
     else:
         experiment_id = experiment.experiment_id
+    if experiment is None or experiment.tags.get(EXPERIMENT_KIND_TAG) is None:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT)
     mlflow.set_experiment(experiment_id=experiment_id)
     close_orphaned_runs(experiment_id)
     return experiment_id

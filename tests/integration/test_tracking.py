@@ -56,6 +56,9 @@ def test_default_store_is_an_absolute_sqlite_file_in_the_project(monkeypatch):
 
 def test_configure_tracking_creates_the_experiment_once_with_local_artifacts(store, experiment_id):
     assert configure_tracking("tracking-test") == experiment_id
+    # The UI opens it on its training runs (not MLflow 3's GenAI overview).
+    tags = MlflowClient().get_experiment(experiment_id).tags
+    assert tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
     experiment = MlflowClient().get_experiment(experiment_id)
     assert experiment.artifact_location == (store / "mlartifacts" / "tracking-test").as_uri()
     assert mlflow.get_tracking_uri() == os.environ["MLFLOW_TRACKING_URI"]
