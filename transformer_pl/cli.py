@@ -340,7 +340,7 @@ def promote(
 ) -> None:
     """Make a version the champion by hand. The pipeline never promotes a version scored on
     other validation data than the champion's (another dataset version or profile): a person
-    decides, and the version records that a person did (`decision.manual_promotion`)."""
+    decides, and the version records that a person did (tag `promoted_by_hand`)."""
     import mlflow
 
     from transformer_pl.registry import RegistryError, promote_by_hand

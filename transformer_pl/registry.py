@@ -87,6 +87,7 @@ EVALUATION_DATA_TAG = (
     "evaluation_data"  # fingerprint of the validation data a version was scored on
 )
 DECISION_TAG_PREFIX = "decision."
+PROMOTED_BY_HAND_TAG = "promoted_by_hand"  # `tpl promote`: a person moved champion here
 STATE_TAG = "registration"  # pending from version creation until the aliases have moved
 PENDING, COMPLETE = "pending", "complete"
 TEXT_COLUMN = "text"
@@ -664,14 +665,11 @@ def _decide(
 def _recorded_decision(version: ModelVersion) -> RegistrationDecision | None:
     """The decision an interrupted registration wrote on its version, or None if it wrote none
     (or only part of one: then it is decided again, nothing having moved yet)."""
-    recorded = {
-        key.removeprefix(DECISION_TAG_PREFIX): json.loads(value)
-        for key, value in version.tags.items()
-        if key.startswith(DECISION_TAG_PREFIX)
-    }
-    if set(recorded) != {field.name for field in fields(RegistrationDecision)}:
+    names = [field.name for field in fields(RegistrationDecision)]
+    tags = {name: version.tags.get(f"{DECISION_TAG_PREFIX}{name}") for name in names}
+    if any(value is None for value in tags.values()):
         return None
-    return RegistrationDecision(**recorded)
+    return RegistrationDecision(**{name: json.loads(value) for name, value in tags.items()})
 
 
 def _complete(client: MlflowClient, decision: RegistrationDecision) -> None:
@@ -738,7 +736,7 @@ def promote_by_hand(model_name: str, version: str) -> None:
     with _permanent_errors_named(model_name):
         client.get_model_version(model_name, version)  # fails clearly if there is no such version
         client.set_registered_model_alias(model_name, CHAMPION, version)
-        client.set_model_version_tag(model_name, version, "decision.manual_promotion", "true")
+        client.set_model_version_tag(model_name, version, PROMOTED_BY_HAND_TAG, "true")
 
 
 def _log_and_register(

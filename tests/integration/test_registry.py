@@ -732,7 +732,7 @@ def test_tpl_promote_moves_champion_by_hand_and_records_it(
     result = CliRunner().invoke(app, ["promote", "2", "--model", "manual"])
     assert result.exit_code == 0, result.output
     assert aliases("manual")[CHAMPION] == "2"
-    assert MlflowClient().get_model_version("manual", "2").tags["decision.manual_promotion"]
+    assert MlflowClient().get_model_version("manual", "2").tags["promoted_by_hand"] == "true"
 
     missing = CliRunner().invoke(app, ["promote", "7", "--model", "manual"])
     assert missing.exit_code == 1 and "Retrying will not help" in missing.output
