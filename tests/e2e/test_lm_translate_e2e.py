@@ -108,7 +108,9 @@ def test_tiny_lm_perplexity_is_far_below_the_uniform_bound(lm_run: ProfileRun) -
     # Per word: the same summed NLL over fewer units (words and line ends, not subwords).
     assert metrics["test_words"] < metrics["test_tokens"]
     assert metrics["test_word_perplexity"] > metrics["test_perplexity"]
-    assert re.search(r"(?m)^test_perplexity: \S+ \(baseline \S+\)$", lm_run.stdout)
+    assert re.search(
+        r"(?m)^test_perplexity: \S+ \(baseline \S+\); − baseline \S+ \[\S+, \S+\]", lm_run.stdout
+    )
 
 
 def test_tiny_lm_writes_greedy_and_sampled_samples_as_artifacts(lm_run: ProfileRun) -> None:
@@ -143,7 +145,9 @@ def test_tiny_translate_bleu_is_above_a_small_bound_and_the_source(
         r"nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|version:2\.6\.0",
         metrics["bleu_signature"],
     )
-    assert re.search(r"(?m)^test_bleu: \S+ \(baseline \S+\)$", translate_run.stdout)
+    assert re.search(
+        r"(?m)^test_bleu: \S+ \(baseline \S+\); − baseline \S+ \[\S+, \S+\]", translate_run.stdout
+    )
     samples = translate_run.json("metrics/samples.json")["samples"]
     assert samples and all(sample["translation"] for sample in samples)
 

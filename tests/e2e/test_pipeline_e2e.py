@@ -147,7 +147,10 @@ def test_tiny_run_holds_its_accuracy_beside_the_baseline(first_run: PipelineRun)
     assert metrics["test_accuracy"] >= MIN_TEST_ACCURACY, metrics
     assert MIN_BASELINE_TEST_ACCURACY <= metrics["baseline_test_accuracy"] <= 1.0, metrics
     # What the user reads at the end of the run: the same numbers, side by side.
-    assert re.search(r"(?m)^test_accuracy: \S+ \(baseline \S+\)$", first_run.stdout)
+    assert re.search(
+        r"(?m)^test_accuracy: \S+ \(baseline \S+, nbsvm \S+\); − baseline \S+ \[\S+, \S+\]",
+        first_run.stdout,
+    )
     assert "validation: passed" in first_run.stdout
     # evaluate fitted a temperature on val and reports test calibration with and without it.
     assert metrics["calibration_temperature"] > 0
