@@ -40,7 +40,7 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)  ## the whole pipeline on embedded defaults
 	$(BIN)/tpl run --profile $(PROFILE)
 
-test: $(STAMP)  ## the whole test suite, end-to-end pipeline runs included (~11–14 min on 2 cores)
+test: $(STAMP)  ## the whole test suite, end-to-end pipeline runs included (~25–30 min on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## unit and integration tests without the slow ones (~4 min)
