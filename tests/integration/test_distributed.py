@@ -74,6 +74,7 @@ LOSS_TOLERANCE = 0.01
 PRETRAINED_FILES = {"model.safetensors", "config.json", "checkpoint.ckpt"}
 CALLER_SETTINGS = ("TPL_PROFILE", "TPL_PARAMS", "TPL_PARENT_RUN_ID")  # not for these runs
 RUN_ID_DIR = re.compile(r"^(mlartifacts/[^/]+/)[0-9a-f]{32}/")
+SCRATCH_KEY_DIR = re.compile(r"^(\.checkpoints/pretrain-)[0-9a-f]{64}/")  # the inputs' hash
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def run_environment(root: Path, audit_log: Path) -> dict[str, str]:
 class StageRun:
     root: Path
     stdout: str
-    written: set[str]  # files created or changed, run ids in paths replaced by <run>
+    written: set[str]  # files created or changed, run ids and scratch keys in paths replaced
     summary: dict
     wall_seconds: float
     rank1_writes: list[str] | None  # None: no rank 1 (one process)
@@ -157,7 +158,7 @@ def run_pretrain(root: Path, profile: str, launcher: list[str], **env: str) -> S
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     after = file_states(root)
     written = {
-        RUN_ID_DIR.sub(r"\1<run>/", path)
+        SCRATCH_KEY_DIR.sub(r"\1<key>/", RUN_ID_DIR.sub(r"\1<run>/", path))
         for path, state in after.items()
         if before.get(path) != state
     }
