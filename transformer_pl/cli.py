@@ -280,6 +280,22 @@ def deploy(
         raise typer.Exit(1) from None
 
 
+def _registered_model(model: str | None, params_file: Path | None, profile: str | None) -> str:
+    """The registered model a command acts on (`--model`, else the params' name), with MLflow
+    pointed at the project's tracking store."""
+    import mlflow
+
+    from transformer_pl.tracking import tracking_uri
+
+    try:
+        model_name = model or load_params(params_file, profile).model_name
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    mlflow.set_tracking_uri(tracking_uri())
+    return model_name
+
+
 @app.command()
 def predict(
     texts: Annotated[
@@ -297,18 +313,11 @@ def predict(
     """Run texts through a registered model (`models:/<name>@<alias>`), a line per text: a
     classifier's label and probabilities, a language model's continuation or a translation,
     then the text."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     from transformer_pl.registry import PROBABILITY_PREFIX, predict_texts
-    from transformer_pl.tracking import tracking_uri
 
-    try:
-        model_name = model or load_params(params_file, profile).model_name
-    except ConfigError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from None
-    mlflow.set_tracking_uri(tracking_uri())
+    model_name = _registered_model(model, params_file, profile)
     try:
         predictions = predict_texts(model_name, texts, alias=alias)
     except MlflowException as error:
@@ -341,17 +350,9 @@ def promote(
     """Make a version the champion by hand. The pipeline never promotes a version scored on
     other validation data than the champion's (another dataset version or profile): a person
     decides, and the version records that a person did (tag `promoted_by_hand`)."""
-    import mlflow
-
     from transformer_pl.registry import RegistryError, promote_by_hand
-    from transformer_pl.tracking import tracking_uri
 
-    try:
-        model_name = model or load_params(params_file, profile).model_name
-    except ConfigError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from None
-    mlflow.set_tracking_uri(tracking_uri())
+    model_name = _registered_model(model, params_file, profile)
     try:
         promote_by_hand(model_name, version)
     except RegistryError as error:
