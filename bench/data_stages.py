@@ -34,7 +34,7 @@ STAGES = ("ingest", "clean", "validate", "split", "tokenizer", "encode")
 
 RUN_STAGE = """
 import sys
-from transformer_pl.config import load_params
+from transformer_pl.params import load_params
 from transformer_pl.stages import STAGES, Layout
 STAGES[sys.argv[1]].run(load_params("params.yaml"), Layout())
 """

@@ -29,13 +29,14 @@ import numpy as np
 import torch
 from data_stages import cpu_name
 
-from transformer_pl.config import load_params
 from transformer_pl.data import read_frames
-from transformer_pl.inference import pad_right, token_ids
+from transformer_pl.params import load_params
 from transformer_pl.precision import native_bf16_autocast
-from transformer_pl.registry import PROBABILITY_PREFIX, classify_texts, load_classifier_bundle
 from transformer_pl.stages import Layout
-from transformer_pl.stages.training import fit_distillation_teacher
+from transformer_pl.tasks.classify.bundle import load_classifier_bundle
+from transformer_pl.tasks.classify.predict import PROBABILITY_PREFIX, classify_texts
+from transformer_pl.tasks.classify.recipe import fit_distillation_teacher
+from transformer_pl.tasks.sequence import pad_right, token_ids
 
 CONFIDENCE_BANDS = (0.7, 0.9, 0.99)  # the teacher's top probability: edges between bands
 BATCH_SIZE = 64

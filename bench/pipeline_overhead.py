@@ -47,7 +47,7 @@ ARMS = (
 
 DIRECT = """
 import sys
-from transformer_pl.config import load_params
+from transformer_pl.params import load_params
 from transformer_pl.stages import STAGES, Layout
 
 params = load_params("params.yaml", sys.argv[1])

@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 from data_stages import PROJECT_ROOT, RUN_STAGE, cpu_name, offline_env, run_child
 
-from transformer_pl.config import deep_merge
+from transformer_pl.params import deep_merge
 
 DATA_STAGES = ("ingest", "clean", "validate", "split", "tokenizer", "encode")
 ARM_STAGES = {

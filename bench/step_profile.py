@@ -25,22 +25,22 @@ from torch.profiler import ProfilerActivity, profile
 
 from transformer_pl.model import TransformerConfig
 from transformer_pl.precision import native_bf16_autocast
-from transformer_pl.tasks import ClassifierTask
+from transformer_pl.tasks.classify.module import ClassifierModule
 
 VOCAB_SIZE = 16_000
 
 
-def build(dropout: float, seed: int) -> tuple[ClassifierTask, torch.optim.Optimizer]:
+def build(dropout: float, seed: int) -> tuple[ClassifierModule, torch.optim.Optimizer]:
     torch.manual_seed(seed)
     config = TransformerConfig(
         vocab_size=VOCAB_SIZE, d_model=256, n_heads=4, n_layers=2, d_ff=1024, max_len=512,
         dropout=dropout,
     )  # fmt: skip
-    task = ClassifierTask(config, num_labels=2, classifier_dropout=dropout).train()
+    task = ClassifierModule(config, num_labels=2, classifier_dropout=dropout).train()
     return task, torch.optim.AdamW(task.parameters(), lr=1e-4)
 
 
-def train_step(task: ClassifierTask, optimizer: torch.optim.Optimizer, batch: dict) -> None:
+def train_step(task: ClassifierModule, optimizer: torch.optim.Optimizer, batch: dict) -> None:
     with native_bf16_autocast(batch["input_ids"].device):
         logits = task(batch["input_ids"], batch["attention_mask"]).logits
     F.cross_entropy(logits.float(), batch["labels"]).backward()

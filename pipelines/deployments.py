@@ -14,7 +14,7 @@ from prefect.deployments.runner import EntrypointType
 from prefect.settings import get_current_settings
 
 from pipelines.flows import pipeline_flow
-from transformer_pl.config import ConfigError, load_params
+from transformer_pl.params import ConfigError, load_params
 
 DEFAULT_DEPLOYMENT_NAME = "transformer-pl"
 

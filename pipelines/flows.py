@@ -59,7 +59,7 @@ from pipelines.workspace import (
 )
 from pipelines.workspace_lock import workspace_lock
 from transformer_pl.atomic import move_aside
-from transformer_pl.config import ConfigError, Params
+from transformer_pl.params import ConfigError, Params
 from transformer_pl.stages import STAGES, Layout, StageError, StageSpec
 from transformer_pl.stages.runner import run_stage, stage_input_key
 from transformer_pl.tracking import configure_tracking, lineage_tags, pipeline_run, tracking_uri
@@ -95,7 +95,9 @@ def _input_key_argument(context: TaskRunContext, arguments: dict[str, Any]) -> s
 
 def training_processes(params: Params) -> int:
     """How many processes a training stage of these params runs with, on all nodes."""
-    from transformer_pl.training import processes_per_node  # imports Lightning: only when asked
+    from transformer_pl.lightning.trainer import (
+        processes_per_node,  # imports Lightning: only when asked
+    )
 
     return processes_per_node(params.trainer) * params.trainer.num_nodes
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from transformer_pl.atomic import move_aside, write_text_atomic
-from transformer_pl.config import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params
+from transformer_pl.params import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params
 from transformer_pl.stages import STAGES, StageSpec
 from transformer_pl.stages.runner import path_hashes, stage_input_key
 

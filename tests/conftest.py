@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from transformer_pl.config import deep_merge
+from transformer_pl.params import deep_merge
 
 OFFLINE_ENV = {
     "DO_NOT_TRACK": "true",

@@ -16,7 +16,7 @@ import typer
 from pipelines.temporary_server import STARTUP_TIMEOUT_VARIABLE, start_unless_configured
 from pipelines.workspace_lock import WorkspaceBusy, workspace_lock
 from transformer_pl.atomic import write_text_atomic
-from transformer_pl.config import ConfigError, load_params
+from transformer_pl.params import ConfigError, load_params
 
 if TYPE_CHECKING:
     from pipelines.workspace import PipelineResult
@@ -315,7 +315,8 @@ def predict(
     then the text."""
     from mlflow.exceptions import MlflowException
 
-    from transformer_pl.registry import PROBABILITY_PREFIX, predict_texts
+    from transformer_pl.registry import predict_texts
+    from transformer_pl.tasks.classify.predict import PROBABILITY_PREFIX
 
     model_name = _registered_model(model, params_file, profile)
     try:

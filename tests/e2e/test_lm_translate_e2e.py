@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from transformer_pl.config import load_params
+from transformer_pl.params import load_params
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from transformer_pl.config import load_params
+from transformer_pl.params import load_params
 from transformer_pl.stages import STAGES
 
 MakeE2eWorkspace = Callable[..., Any]  # conftest.py: e2e_workspace(name, dataset_path=None)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from transformer_pl.config import deep_merge, load_params
+from transformer_pl.params import deep_merge, load_params
 from transformer_pl.stages import STAGES, Layout
 
 SST2_SLICE_ROWS = {"train.tsv": 500, "dev.tsv": 150}

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transformer_pl.calibration import TEMPERATURE_BOUNDS
-from transformer_pl.config import deep_merge
+from transformer_pl.params import deep_merge
 from transformer_pl.stages import STAGES
+from transformer_pl.tasks.classify.calibration import TEMPERATURE_BOUNDS
 
 UNTIL_EVALUATE = [name for name in STAGES if name != "register"]
 
@@ -133,5 +133,5 @@ def test_a_finetune_retried_after_its_outputs_were_exported_does_not_train_again
     def train_again(*args: object, **kwargs: object) -> None:
         raise AssertionError("finetune trained again")
 
-    monkeypatch.setattr("transformer_pl.training.fit_or_resume", train_again)
+    monkeypatch.setattr("transformer_pl.lightning.trainer.fit_or_resume", train_again)
     assert run_stages(reviews_project, ["finetune"])["finetune"] == first

@@ -9,8 +9,8 @@ import time
 import pandas as pd
 import pytest
 
-from transformer_pl.config import deep_merge, load_params
 from transformer_pl.data.datamodules import ClassificationDataModule, MaskedLMDataModule
+from transformer_pl.params import deep_merge, load_params
 from transformer_pl.stages import Layout, StageError
 from transformer_pl.stages.data import STAGES as DATA_STAGES
 

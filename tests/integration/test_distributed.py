@@ -33,8 +33,8 @@ import torch.distributed
 import yaml
 from mlflow import MlflowClient
 
-from transformer_pl.config import deep_merge, load_params
 from transformer_pl.data.datamodules import read_meta
+from transformer_pl.params import deep_merge, load_params
 from transformer_pl.stages import STAGES, Layout
 from transformer_pl.stages.training import FINISHED_MARKER, TRAINING_METRICS
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from transformer_pl.config import load_params
+from transformer_pl.params import load_params
 from transformer_pl.stages import STAGES, StageSpec
 from transformer_pl.stages.data import STAGES as DATA_STAGES
 from transformer_pl.stages.dvc_pipeline import render_dvc_yaml
@@ -72,7 +72,7 @@ def test_the_committed_dvc_yaml_is_the_generated_one():
         # Pretraining encodes its blocks with data/encode.py.
         ("transformer_pl/data/encode.py", {"encode", "pretrain"}, {"ingest", "split"}),
         # Behaviour in the config (the `auto` objective, defaults) reaches every stage.
-        ("transformer_pl/config.py", set(STAGES), set()),
+        ("transformer_pl/params.py", set(STAGES), set()),
     ],
 )
 def test_editing_a_module_invalidates_exactly_the_stages_that_import_it(

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from pipelines import flows, workspace
 from transformer_pl.cli import app
-from transformer_pl.config import ConfigError, load_params
+from transformer_pl.params import ConfigError, load_params
 from transformer_pl.stages import STAGES, Layout, StageError
 
 STATE_RECORDING_TIMEOUT_SECONDS = 60

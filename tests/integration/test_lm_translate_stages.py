@@ -61,7 +61,7 @@ def test_language_model_is_pretrained_continued_scored_and_sampled(
     assert summaries["pretrain"]["global_step"] == 20
     finetune = summaries["finetune"]
     assert finetune["from_pretrained"] and finetune["pretrained_missing_keys"] == 0
-    assert read_json(root, "models/finetune/config.json")["task"] == "clm"
+    assert read_json(root, "models/finetune/config.json")["task"] == "lm"
 
     metrics = read_json(root, "metrics/evaluate.json")
     vocab = read_json(root, "data/reports/tokenizer.json")["vocab_size"]
@@ -74,7 +74,7 @@ def test_language_model_is_pretrained_continued_scored_and_sampled(
     assert metrics["test_tokens"] > metrics["test_words"]
     assert metrics["test_word_perplexity"] > metrics["test_perplexity"]
     samples = read_json(root, "metrics/samples.json")
-    assert samples["task"] == "clm"
+    assert samples["task"] == "lm"
     assert [sample["prompt"] for sample in samples["samples"]] == ["ROMEO:", "First Citizen:"]
     assert all(isinstance(sample["sampled"], str) for sample in samples["samples"])
     assert list((root / "plots").iterdir()) == []  # no classification plots for a language model

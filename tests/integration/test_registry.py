@@ -22,33 +22,37 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from typer.testing import CliRunner
 
 from transformer_pl import precision
-from transformer_pl.calibration import apply_temperature
 from transformer_pl.cli import app
-from transformer_pl.config import DecodeParams, ServeParams, TokenizerParams
 from transformer_pl.data.tokenizer import CLS_ID, SEP_ID, train_tokenizer
-from transformer_pl.inference import generate_texts, translate_texts
 from transformer_pl.model import (
     CausalLanguageModel,
     Seq2SeqTransformer,
     SequenceClassifier,
     TransformerConfig,
 )
+from transformer_pl.params import DecodeParams, ServeParams, TokenizerParams
 from transformer_pl.registry import (
     CHALLENGER,
     CHAMPION,
     FINGERPRINT_TAG,
     RegistrationDecision,
     RegistryError,
-    classify_texts,
     load_champion,
-    load_classifier_bundle,
     predict_texts,
-    read_classifier_config,
     register_model,
     registration_fingerprint,
+)
+from transformer_pl.tasks.classify.bundle import (
+    load_classifier_bundle,
+    read_classifier_config,
     save_classifier_bundle,
 )
-from transformer_pl.tasks import CausalLMTask, Seq2SeqTask
+from transformer_pl.tasks.classify.calibration import apply_temperature
+from transformer_pl.tasks.classify.predict import classify_texts
+from transformer_pl.tasks.lm.module import CausalLMModule
+from transformer_pl.tasks.lm.predict import generate_texts
+from transformer_pl.tasks.translate.module import TranslatorModule
+from transformer_pl.tasks.translate.predict import translate_texts
 
 LABEL_NAMES = ["negative", "neutral", "positive"]
 SENTENCES = [
@@ -569,9 +573,9 @@ def test_bundle_of_another_task_is_refused(bundle_dir: Path, tmp_path: Path) -> 
 # --- language models and translators ------------------------------------------------------------
 
 SEQUENCE_TASKS = {
-    "clm": (CausalLMTask, CausalLanguageModel, "continuation", {}),
+    "lm": (CausalLMModule, CausalLanguageModel, "continuation", {}),
     "translate": (
-        Seq2SeqTask,
+        TranslatorModule,
         Seq2SeqTransformer,
         "translation",
         {"source_language": "de", "target_language": "en"},
@@ -616,7 +620,7 @@ def test_sequence_model_serves_its_registered_decoding_and_request_params(
     greedy = decoding.model_copy(update={"beam_size": 1})
 
     def expected(settings: DecodeParams) -> list[str]:
-        if task == "clm":
+        if task == "lm":
             return generate_texts(model, tokenizer, texts, settings)
         return translate_texts(model, tokenizer, texts, settings, max_length=16)
 
@@ -672,8 +676,9 @@ def test_a_request_beyond_the_registered_limits_is_refused_naming_the_limit(
 def test_the_decision_records_the_paired_difference_from_a_champion_on_the_same_val_data(
     bundle_dir: Path, tokenizer_path: Path, experiment_id: str, tmp_path: Path
 ) -> None:
-    from transformer_pl.config import load_params
+    from transformer_pl.params import load_params
     from transformer_pl.stages.evaluation import _champion_comparison
+    from transformer_pl.tasks import task_named
 
     labels = np.array([0, 1] * 100)
     champion_val, challenger_val = tmp_path / "v1" / "val.parquet", tmp_path / "v2" / "val.parquet"
@@ -697,7 +702,7 @@ def test_the_decision_records_the_paired_difference_from_a_champion_on_the_same_
                 fingerprint=registration_fingerprint("c", {"d": data_hash}, {}),
                 evaluation_data="val-v1",
                 evaluation_artifacts=[val],
-                compare_with_champion=_champion_comparison(params, "classify", val),
+                compare_with_champion=_champion_comparison(params, task_named("classify"), val),
             )
 
     first = register_version(champion_val, 0.80, "d1")

@@ -22,14 +22,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
-from transformer_pl.config import ServeParams
 from transformer_pl.model import SequenceClassifier, TransformerConfig
-from transformer_pl.registry import (
-    load_champion,
-    register_model,
-    registration_fingerprint,
-    save_classifier_bundle,
-)
+from transformer_pl.params import ServeParams
+from transformer_pl.registry import load_champion, register_model, registration_fingerprint
+from transformer_pl.tasks.classify.bundle import save_classifier_bundle
 
 MODEL_NAME = "served-classifier"
 LABEL_NAMES = ["negative", "positive"]

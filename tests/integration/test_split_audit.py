@@ -179,7 +179,7 @@ def files_holding_test_rows(root: Path, source: Path) -> list[Path]:
 def run_watched(report: Path, watched: list[str], stages: list[str]) -> None:
     """The stages through the runner (as `tpl stage` runs them) in the working directory's
     workspace, each under a `SplitWatch`; what it saw as JSON in `report`."""
-    from transformer_pl.config import load_params
+    from transformer_pl.params import load_params
     from transformer_pl.stages.runner import run_stage
 
     params = load_params()

@@ -3,6 +3,7 @@ export and reload, pretrained encoders load by name, resume continues, runs are 
 
 from __future__ import annotations
 
+import copy
 import csv
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,23 +19,20 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from transformer_pl import precision
-from transformer_pl.config import OptimParams, TrainerParams
-from transformer_pl.model import TransformerConfig
-from transformer_pl.tasks import (
-    CausalLMTask,
-    ClassifierTask,
-    MaskedLMTask,
-    Seq2SeqTask,
-    TransformerTask,
-    load_exported_model,
-)
-from transformer_pl.training import (
+from transformer_pl.lightning.module import TransformerModule
+from transformer_pl.lightning.trainer import (
     CompileModel,
     build_strategy,
     build_trainer,
     fit_or_resume,
     resolve_precision,
 )
+from transformer_pl.model import TransformerConfig
+from transformer_pl.params import OptimParams, TrainerParams
+from transformer_pl.pretraining.masked_lm import MaskedLMModule
+from transformer_pl.tasks.classify.module import ClassifierModule
+from transformer_pl.tasks.lm.module import CausalLMModule
+from transformer_pl.tasks.translate.module import TranslatorModule
 
 VOCAB = 24
 PAD, BOS_OR_MASK, EOS = 0, 1, 2  # BOS for seq2seq targets, [MASK] for masked-LM inputs
@@ -151,13 +149,13 @@ class SyntheticDataModule(pl.LightningDataModule):
         return self.val_dataloader()
 
 
-TASKS: dict[str, Callable[[], TransformerTask]] = {
-    "mlm": lambda: MaskedLMTask(tiny_config(positional="rope"), optim=OPTIM),
-    "causal": lambda: CausalLMTask(tiny_config(positional="rope"), optim=OPTIM),
-    "classifier": lambda: ClassifierTask(
+TASKS: dict[str, Callable[[], TransformerModule]] = {
+    "mlm": lambda: MaskedLMModule(tiny_config(positional="rope"), optim=OPTIM),
+    "causal": lambda: CausalLMModule(tiny_config(positional="rope"), optim=OPTIM),
+    "classifier": lambda: ClassifierModule(
         tiny_config(), num_labels=2, label_names=["absent", "present"], optim=OPTIM
     ),
-    "seq2seq": lambda: Seq2SeqTask(tiny_config(), label_smoothing=0.1, optim=OPTIM),
+    "seq2seq": lambda: TranslatorModule(tiny_config(), label_smoothing=0.1, optim=OPTIM),
 }
 
 
@@ -185,7 +183,7 @@ class CrashAtStep(pl.Callback):
 
 class Run(NamedTuple):
     trainer: pl.Trainer
-    task: TransformerTask
+    task: TransformerModule
     resumed_from: Path | None
 
 
@@ -248,7 +246,10 @@ def test_task_learns_logs_and_exports(kind: str, tmp_path: Path) -> None:
     task.eval()
     weights = task.export_weights(tmp_path / "export")
     assert weights == tmp_path / "export" / "model.safetensors"
-    exported = load_exported_model(tmp_path / "export")
+    exported = copy.deepcopy(task.model)
+    for parameter in exported.parameters():
+        parameter.data.zero_()
+    exported.load_state_dict(load_file(weights))  # strict: every name is in the file
     batch = next(iter(SyntheticDataModule(kind).val_dataloader()))
     inputs = {key: value for key, value in batch.items() if key != "labels"}
     with torch.no_grad():
@@ -256,9 +257,9 @@ def test_task_learns_logs_and_exports(kind: str, tmp_path: Path) -> None:
 
 
 def test_classifier_export_is_a_registry_bundle(tmp_path: Path) -> None:
-    from transformer_pl.registry import read_classifier_config
+    from transformer_pl.tasks.classify.bundle import read_classifier_config
 
-    task = ClassifierTask(tiny_config(), num_labels=2, label_names=["no", "yes"], pooling="cls")
+    task = ClassifierModule(tiny_config(), num_labels=2, label_names=["no", "yes"], pooling="cls")
     task.export_weights(tmp_path, max_length=16)
 
     bundle = read_classifier_config(tmp_path)
@@ -273,7 +274,7 @@ def test_classifier_export_is_a_registry_bundle(tmp_path: Path) -> None:
 
 def test_classifier_checkpoint_reloads_with_its_options(tmp_path: Path) -> None:
     trainer, task, _ = train("classifier", tmp_path, max_steps=4)
-    reloaded = ClassifierTask.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
+    reloaded = ClassifierModule.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
     assert reloaded.label_names == ["absent", "present"]
     assert reloaded.optim == OPTIM
     assert reloaded.config == task.config
@@ -285,9 +286,9 @@ def test_classifier_checkpoint_reloads_with_its_options(tmp_path: Path) -> None:
 
 
 def test_classifier_loads_mlm_encoder_by_name(tmp_path: Path) -> None:
-    mlm = MaskedLMTask(tiny_config())
+    mlm = MaskedLMModule(tiny_config())
     weights = mlm.export_weights(tmp_path / "mlm")
-    classifier = ClassifierTask(tiny_config(), num_labels=2)
+    classifier = ClassifierModule(tiny_config(), num_labels=2)
 
     keys = classifier.load_pretrained_encoder(weights)
 
@@ -299,11 +300,11 @@ def test_classifier_loads_mlm_encoder_by_name(tmp_path: Path) -> None:
 def test_classifier_reports_missing_and_unexpected_encoder_keys(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    state = load_file(MaskedLMTask(tiny_config()).export_weights(tmp_path / "mlm"))
+    state = load_file(MaskedLMModule(tiny_config()).export_weights(tmp_path / "mlm"))
     del state["encoder.layers.1.ffn.w_2.bias"]
     state["encoder.adapter.weight"] = torch.zeros(2, 2)
     save_file(state, tmp_path / "edited.safetensors")
-    classifier = ClassifierTask(tiny_config(), num_labels=2)
+    classifier = ClassifierModule(tiny_config(), num_labels=2)
 
     keys = classifier.load_pretrained_encoder(tmp_path / "edited.safetensors")
 
@@ -318,7 +319,7 @@ def test_classifier_summarises_an_embedding_only_file_per_layer(
 ) -> None:
     """Word vectors (ppmi_svd) export the embedding alone: the warning names one group per
     layer with its count, not every tensor."""
-    classifier = ClassifierTask(tiny_config(), num_labels=2)
+    classifier = ClassifierModule(tiny_config(), num_labels=2)
     embedding = classifier.model.encoder.embedding.weight.detach().clone()
     save_file({"encoder.embedding.weight": embedding}, tmp_path / "vectors.safetensors")
 
@@ -341,15 +342,17 @@ def test_classifier_summarises_an_embedding_only_file_per_layer(
 
 
 def test_classifier_rejects_weights_without_an_encoder(tmp_path: Path) -> None:
-    causal = CausalLMTask(tiny_config())
+    causal = CausalLMModule(tiny_config())
     weights = causal.export_weights(tmp_path / "causal")  # decoder.*, no encoder.*
     with pytest.raises(ValueError, match="no 'encoder"):
-        ClassifierTask(tiny_config(), num_labels=2).load_pretrained_encoder(weights)
+        ClassifierModule(tiny_config(), num_labels=2).load_pretrained_encoder(weights)
 
 
 def test_frozen_encoder_stays_fixed_while_the_head_trains(tmp_path: Path) -> None:
     trainer = build_trainer(TRAINER, output_dir=tmp_path, seed=0, max_steps=4, monitor=None)
-    task = ClassifierTask(tiny_config(dropout=0.1), num_labels=2, freeze_encoder=True, optim=OPTIM)
+    task = ClassifierModule(
+        tiny_config(dropout=0.1), num_labels=2, freeze_encoder=True, optim=OPTIM
+    )
     encoder_before = {k: v.clone() for k, v in task.model.encoder.state_dict().items()}
     head_before = task.model.head.weight.clone()
 
@@ -367,7 +370,7 @@ def test_frozen_encoder_stays_fixed_while_the_head_trains(tmp_path: Path) -> Non
 
 def test_layer_lr_decay_reaches_the_optimizer(tmp_path: Path) -> None:
     trainer = build_trainer(TRAINER, output_dir=tmp_path, seed=0, max_steps=1, monitor=None)
-    task = ClassifierTask(tiny_config(), num_labels=2, layer_lr_decay=0.5, optim=OPTIM)
+    task = ClassifierModule(tiny_config(), num_labels=2, layer_lr_decay=0.5, optim=OPTIM)
     trainer.fit(task, datamodule=SyntheticDataModule("classifier"))
     scales = {group["lr_scale"] for group in trainer.optimizers[0].param_groups}
     assert scales == {1.0, 0.5, 0.25, 0.125}  # head/final norm, layer 1, layer 0, embeddings
@@ -406,7 +409,7 @@ def test_last_checkpoint_is_the_latest_validation_even_when_not_the_best(tmp_pat
 def test_checkpoint_of_another_task_configuration_is_not_resumed(tmp_path: Path) -> None:
     train("mlm", tmp_path, max_steps=4)
     trainer = build_trainer(TRAINER, output_dir=tmp_path, seed=7, max_steps=4)
-    other = MaskedLMTask(tiny_config(), optim=OPTIM.model_copy(update={"learning_rate": 1e-3}))
+    other = MaskedLMModule(tiny_config(), optim=OPTIM.model_copy(update={"learning_rate": 1e-3}))
     assert fit_or_resume(trainer, other, SyntheticDataModule("mlm")) is None
     assert trainer.global_step == 4
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transformer_pl.baseline import (
+from transformer_pl.tasks.classify.baselines import (
     MAX_GRID_EXTENSIONS,
     bracketed_search,
     fit_tfidf_baseline,
-    unigram_nll,
 )
+from transformer_pl.tasks.lm.metrics import unigram_nll
 
 POSITIVE = ["great", "superb", "moving", "brilliant", "delightful", "wonderful"]
 NEGATIVE = ["awful", "boring", "dreadful", "clumsy", "tedious", "terrible"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transformer_pl.config import ConfigError, deep_merge, load_params, parse_params
+from transformer_pl.params import ConfigError, deep_merge, load_params, parse_params
 
 PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 

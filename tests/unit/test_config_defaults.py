@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from transformer_pl.config import Params, Section, load_params
+from transformer_pl.params import Params, Section, load_params
 
 PARAMS_FILE = Path(__file__).resolve().parents[2] / "params.yaml"
 

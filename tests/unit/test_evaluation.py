@@ -10,18 +10,18 @@ import time
 import numpy as np
 import pytest
 
-from transformer_pl.evaluation import (
+from transformer_pl.latency import measure_latency
+from transformer_pl.tasks.classify.report import (
+    classification_report,
+    expected_calibration_error,
+    split_scalars,
+    write_classification_plots,
+)
+from transformer_pl.tasks.lm.metrics import count_words, perplexity, word_perplexity
+from transformer_pl.tasks.translate.metrics import (
     bleu_and_chrf,
     bleu_from_statistics,
     bleu_statistics,
-    classification_report,
-    count_words,
-    expected_calibration_error,
-    measure_latency,
-    perplexity,
-    split_scalars,
-    word_perplexity,
-    write_classification_plots,
 )
 
 LABELS = ["negative", "positive"]

@@ -14,28 +14,26 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from transformer_pl.config import DecodeParams, TokenizerParams
 from transformer_pl.data.tokenizer import EOS_ID, train_tokenizer
-from transformer_pl.inference import (
-    SequenceBundleConfig,
-    corpus_nll,
-    generate_texts,
-    line_stream,
-    load_sequence_bundle,
-    translate_texts,
-)
 from transformer_pl.model import (
     CausalLanguageModel,
     LMOutput,
     Seq2SeqTransformer,
     TransformerConfig,
 )
-from transformer_pl.registry import (
-    BUNDLE_ARTIFACT,
+from transformer_pl.params import DecodeParams, TokenizerParams
+from transformer_pl.serving import BUNDLE_ARTIFACT
+from transformer_pl.tasks.lm.module import CausalLMModule
+from transformer_pl.tasks.lm.predict import (
     TransformerGeneratorModel,
-    TransformerTranslatorModel,
+    corpus_nll,
+    generate_texts,
+    line_stream,
+    load_lm_bundle,
 )
-from transformer_pl.tasks import CausalLMTask, Seq2SeqTask
+from transformer_pl.tasks.sequence import SequenceBundleConfig
+from transformer_pl.tasks.translate.module import TranslatorModule
+from transformer_pl.tasks.translate.predict import TransformerTranslatorModel, translate_texts
 
 SENTENCES = [
     "Zwei Hunde spielen im Schnee.",
@@ -95,7 +93,10 @@ def translator(tokenizer: Tokenizer) -> Seq2SeqTransformer:
 
 
 def export_bundle(
-    task: CausalLMTask | Seq2SeqTask, model: torch.nn.Module, directory: Path, **fields: object
+    task: CausalLMModule | TranslatorModule,
+    model: torch.nn.Module,
+    directory: Path,
+    **fields: object,
 ) -> Path:
     """A bundle as finetune exports it (plus the tokenizer, as registration adds it)."""
     task.model.load_state_dict(model.state_dict())
@@ -222,17 +223,17 @@ def test_beam_size_one_is_greedy_and_sources_are_cut_to_max_length(
 def test_sequence_bundles_round_trip_with_decoding_defaults(
     language_model: CausalLanguageModel, tokenizer_path: Path, tmp_path: Path
 ) -> None:
-    task = CausalLMTask(language_model.config)
-    directory = export_bundle(task, language_model, tmp_path / "clm", max_length=16)
-    model, tokenizer, config = load_sequence_bundle(directory, tokenizer_path)
-    assert config == SequenceBundleConfig(task="clm", model=language_model.config, max_length=16)
+    task = CausalLMModule(language_model.config)
+    directory = export_bundle(task, language_model, tmp_path / "lm", max_length=16)
+    model, tokenizer, config = load_lm_bundle(directory, tokenizer_path)
+    assert config == SequenceBundleConfig(task="lm", model=language_model.config, max_length=16)
     assert config.decoding == DecodeParams()
     ids = torch.tensor([tokenizer.encode("The cat", add_special_tokens=False).ids])
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, language_model(ids).logits)
     with pytest.raises(ValueError, match="max_length"):
         SequenceBundleConfig.from_dict(
-            {"task": "clm", "model": config.model.to_dict(), "max_length": 99}
+            {"task": "lm", "model": config.model.to_dict(), "max_length": 99}
         )
 
 
@@ -248,9 +249,9 @@ def test_generator_pyfunc_continues_prompts_with_request_params(
     language_model: CausalLanguageModel, tokenizer: Tokenizer, tokenizer_path: Path, tmp_path: Path
 ) -> None:
     directory = export_bundle(
-        CausalLMTask(language_model.config),
+        CausalLMModule(language_model.config),
         language_model,
-        tmp_path / "clm",
+        tmp_path / "lm",
         max_length=16,
         decoding=GREEDY.model_dump(),
     )
@@ -276,7 +277,7 @@ def test_translator_pyfunc_translates_sentences(
 ) -> None:
     decoding = DecodeParams(max_new_tokens=8, beam_size=2)
     directory = export_bundle(
-        Seq2SeqTask(translator.config),
+        TranslatorModule(translator.config),
         translator,
         tmp_path / "translate",
         max_length=32,

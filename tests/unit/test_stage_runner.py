@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from transformer_pl.config import load_params
+from transformer_pl.params import load_params
 from transformer_pl.stages import STAGES
 from transformer_pl.stages.runner import RANK_VARIABLES, is_global_zero, stage_input_key
 

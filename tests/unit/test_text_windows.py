@@ -1,6 +1,6 @@
 """How a classifier reads a text longer than its max_length: windows that cover it."""
 
-from transformer_pl.registry import text_windows
+from transformer_pl.tasks.classify.predict import text_windows
 
 
 def test_a_text_that_fits_is_its_own_window() -> None:

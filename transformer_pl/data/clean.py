@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from transformer_pl.config import CleanParams, DatasetSpec
+from transformer_pl.params import CleanParams, DatasetSpec
 from transformer_pl.data import HELDOUT_SPLITS, TRAINING_SPLITS, DataError
 from transformer_pl.data.split import random_selection, stratified_selection
 

@@ -35,7 +35,7 @@ from datasets import Dataset, DatasetInfo, Features, Sequence, Value
 from datasets.table import InMemoryTable
 from tokenizers import Tokenizer
 
-from transformer_pl.config import DatasetSpec, EncodeParams
+from transformer_pl.params import DatasetSpec, EncodeParams
 from transformer_pl.data import TRAINING_SPLITS
 from transformer_pl.data.tokenizer import BOS_ID, CLS_ID, EOS_ID, SEP_ID, SPECIAL_TOKENS
 

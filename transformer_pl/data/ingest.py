@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from transformer_pl.config import DatasetSpec
+from transformer_pl.params import DatasetSpec
 from transformer_pl.data import read_frames, write_frames
 from transformer_pl.data.sources import load_splits
 

@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from transformer_pl.config import DatasetSpec
+from transformer_pl.params import DatasetSpec
 from transformer_pl.data import DataError, ordered_splits
 
 # Invalid UTF-8 bytes, decoded with "surrogateescape", become these lone surrogates.

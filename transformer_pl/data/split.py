@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from transformer_pl.config import DatasetSpec, SplitParams
+from transformer_pl.params import DatasetSpec, SplitParams
 from transformer_pl.data import DataError, ordered_splits
 
 CARVED_VAL_CAVEAT = (

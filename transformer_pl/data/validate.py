@@ -41,7 +41,7 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
-from transformer_pl.config import CleanParams, DatasetSpec, ValidateParams
+from transformer_pl.params import CleanParams, DatasetSpec, ValidateParams
 from transformer_pl.data import HELDOUT_SPLITS, TRAINING_SPLITS
 from transformer_pl.data.clean import length_ratio
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer_pl.atomic import write_text_atomic
-from transformer_pl.config import Params
+from transformer_pl.params import Params
 from transformer_pl.stages.layout import Layout
 
 StageFunction = Callable[[Params, Layout], dict[str, Any]]

@@ -26,8 +26,8 @@ from typing import Any
 
 import pandas as pd
 
-from transformer_pl.config import Params
 from transformer_pl.data import DEVELOPMENT_SPLITS, DataError, read_frames, write_frames
+from transformer_pl.params import Params
 from transformer_pl.stages.base import StageError, StageSpec
 from transformer_pl.stages.code_deps import code_deps
 from transformer_pl.stages.layout import Layout

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from transformer_pl.evaluation import CONFUSION_CSV, CONFUSION_PNG, PR_JSON, ROC_JSON
 from transformer_pl.stages import STAGES, Layout
+from transformer_pl.tasks.classify.report import CONFUSION_CSV, CONFUSION_PNG, PR_JSON, ROC_JSON
 
 DVC_PIPELINE_FILE = "dvc.yaml"
 HEADER = """\

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from transformer_pl.config import ConfigError, Params
+from transformer_pl.params import ConfigError, Params
 from transformer_pl.stages.base import StageSpec
 from transformer_pl.stages.layout import Layout
 from transformer_pl.tracking_store import tracking_uri

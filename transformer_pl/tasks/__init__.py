@@ -1,19 +1,21 @@
-"""LightningModules that train the models of `transformer_pl.model`, one per objective."""
+"""The tasks, one folder each (module, recipe, evaluation, bundle, prediction), behind the
+`Task` protocol (protocol.py). Adding a task: a folder like these and a line in `TASKS`."""
 
-from transformer_pl.tasks.base import TransformerTask, load_exported_model
-from transformer_pl.tasks.causal_lm import CausalLMTask
-from transformer_pl.tasks.classifier import ClassifierTask, LoadedKeys
-from transformer_pl.tasks.masked_lm import MaskedLMTask
-from transformer_pl.tasks.seq2seq import Seq2SeqTask
-from transformer_pl.tasks.throughput import TokenThroughput
+from __future__ import annotations
 
-__all__ = [
-    "CausalLMTask",
-    "ClassifierTask",
-    "LoadedKeys",
-    "MaskedLMTask",
-    "Seq2SeqTask",
-    "TokenThroughput",
-    "TransformerTask",
-    "load_exported_model",
-]
+from transformer_pl.tasks.classify.task import CLASSIFY
+from transformer_pl.tasks.lm.task import LM
+from transformer_pl.tasks.protocol import Evaluation, Recipe, Task
+from transformer_pl.tasks.translate.task import TRANSLATE
+
+TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFY, LM, TRANSLATE)}
+
+
+def task_named(name: str) -> Task:
+    """The task a dataset (`datasets.<name>.task`) or a bundle's config.json names."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+__all__ = ["TASKS", "Evaluation", "Recipe", "Task", "task_named"]

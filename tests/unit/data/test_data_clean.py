@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transformer_pl.config import CleanParams, DatasetSpec
+from transformer_pl.params import CleanParams, DatasetSpec
 from transformer_pl.data import DataError
 from transformer_pl.data.clean import (
     QUARANTINE_COLUMNS,

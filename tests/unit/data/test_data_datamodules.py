@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from transformer_pl.config import DatasetSpec, EncodeParams, TokenizerParams, TrainerParams
+from transformer_pl.params import DatasetSpec, EncodeParams, TokenizerParams, TrainerParams
 from transformer_pl.data.datamodules import (
     IGNORE_INDEX,
     CausalLMDataModule,
@@ -33,8 +33,8 @@ from transformer_pl.data.tokenizer import (
     train_tokenizer,
 )
 from transformer_pl.model import TransformerConfig
-from transformer_pl.tasks import ClassifierTask
-from transformer_pl.training import build_trainer
+from transformer_pl.tasks.classify.module import ClassifierModule
+from transformer_pl.lightning.trainer import build_trainer
 
 WORDS = np.array(["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])
 
@@ -203,7 +203,7 @@ def test_the_trainer_reshuffles_the_length_buckets_every_epoch(encoded, tmp_path
     config = TransformerConfig(vocab_size=100, d_model=16, n_heads=2, n_layers=1, d_ff=32)
     datamodule = ClassificationDataModule(encoded["classify"], batch_size=8, seed=0)
 
-    trainer.fit(ClassifierTask(config, num_labels=2), datamodule=datamodule)
+    trainer.fit(ClassifierModule(config, num_labels=2), datamodule=datamodule)
 
     assert [len(record.epochs[epoch]) for epoch in (0, 1)] == [5, 5]  # 40 examples / 8
     assert record.epochs[0] != record.epochs[1]

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from tokenizers import Tokenizer
 
-from transformer_pl.config import DatasetSpec, EncodeParams, TokenizerParams
+from transformer_pl.params import DatasetSpec, EncodeParams, TokenizerParams
 from transformer_pl.data.encode import META, encode_splits, flat_token_ids, pack_blocks
 from transformer_pl.data.tokenizer import BOS_ID, CLS_ID, EOS_ID, SEP_ID, train_tokenizer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from transformer_pl.config import DatasetSpec
+from transformer_pl.params import DatasetSpec
 from transformer_pl.data import DataError
 from transformer_pl.data.sources import read_split, resolve_folder
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transformer_pl.config import DatasetSpec, SplitParams
+from transformer_pl.params import DatasetSpec, SplitParams
 from transformer_pl.data import DEVELOPMENT_SPLITS, DataError, read_frames, write_frames
 from transformer_pl.data.split import CARVED_VAL_CAVEAT, split_frames, stratified_selection
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from transformer_pl.config import DatasetSpec, TokenizerParams
+from transformer_pl.params import DatasetSpec, TokenizerParams
 from transformer_pl.data.tokenizer import (
     CLS_ID,
     SEP_ID,
@@ -44,7 +44,7 @@ def test_special_tokens_come_first_and_training_is_reproducible(texts, kind):
 TRAIN_IN_A_FRESH_PROCESS = """
 import hashlib, sys
 import pandas as pd
-from transformer_pl.config import TokenizerParams
+from transformer_pl.params import TokenizerParams
 from transformer_pl.data.tokenizer import train_tokenizer
 
 texts = pd.read_csv(sys.argv[1], nrows=int(sys.argv[2]))["text"].tolist()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from transformer_pl.config import CleanParams, DatasetSpec, ValidateParams
+from transformer_pl.params import CleanParams, DatasetSpec, ValidateParams
 from transformer_pl.data.clean import QUARANTINE_COLUMNS
 from transformer_pl.data.validate import split_summary, validate_splits
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from transformer_pl.config import OptimParams
-from transformer_pl.model import MaskedLanguageModel, SequenceClassifier, TransformerConfig
-from transformer_pl.tasks.optim import (
+from transformer_pl.lightning.optim import (
     configure_adamw,
     layerwise_lr_scales,
     no_decay_parameter_ids,
     parameter_groups,
     warmup_then_decay,
 )
+from transformer_pl.model import MaskedLanguageModel, SequenceClassifier, TransformerConfig
+from transformer_pl.params import OptimParams
 
 CONFIG = TransformerConfig(
     vocab_size=50, d_model=16, n_heads=2, n_layers=3, d_ff=32, max_len=16, positional="learned"

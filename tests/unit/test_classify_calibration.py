@@ -4,8 +4,12 @@ miscalibration."""
 import numpy as np
 import pytest
 
-from transformer_pl.calibration import TEMPERATURE_BOUNDS, apply_temperature, fit_temperature
-from transformer_pl.evaluation import expected_calibration_error
+from transformer_pl.tasks.classify.calibration import (
+    TEMPERATURE_BOUNDS,
+    apply_temperature,
+    fit_temperature,
+)
+from transformer_pl.tasks.classify.report import expected_calibration_error
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

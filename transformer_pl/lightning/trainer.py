@@ -4,7 +4,7 @@ Usage from a stage (order matters: `build_trainer` seeds everything, so build th
 and weight initialisation is seeded too):
 
     trainer = build_trainer(params.trainer, output_dir=out, max_steps=..., seed=params.seed, ...)
-    task = MaskedLMTask(config, optim=params.pretrain.optim)
+    task = MaskedLMModule(config, optim=params.pretrain.optim)
     fit_or_resume(trainer, task, datamodule)   # continues from out/checkpoints/last.ckpt
     best = trainer.checkpoint_callback.best_model_path
 """
@@ -32,10 +32,10 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
 
 from transformer_pl.atomic import move_aside
-from transformer_pl.config import TrainerParams
+from transformer_pl.lightning.throughput import TokenThroughput
 from transformer_pl.model import DecoderLayer, EncoderLayer
+from transformer_pl.params import TrainerParams
 from transformer_pl.precision import has_native_bf16
-from transformer_pl.tasks.throughput import TokenThroughput
 
 log = logging.getLogger(__name__)
 

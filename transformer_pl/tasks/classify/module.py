@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from transformer_pl.config import OptimParams
+from transformer_pl.lightning.metrics import ClassificationMetrics
+from transformer_pl.lightning.module import Batch, ExportKind, TransformerModule
+from transformer_pl.lightning.optim import layerwise_lr_scales
 from transformer_pl.model import ClassifierOutput, Pooling, SequenceClassifier, TransformerConfig
-from transformer_pl.tasks.base import Batch, TaskName, TransformerTask
-from transformer_pl.tasks.metrics import ClassificationMetrics
-from transformer_pl.tasks.optim import layerwise_lr_scales
+from transformer_pl.params import OptimParams
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class LoadedKeys(NamedTuple):
     unexpected: list[str]
 
 
-class ClassifierTask(TransformerTask):
+class ClassifierModule(TransformerModule):
     """Logs train/loss and train/accuracy per step; {val,test}/{loss,accuracy,f1_macro} per
     epoch (the train loss includes label smoothing, the val/test loss does not).
 
@@ -61,7 +61,7 @@ class ClassifierTask(TransformerTask):
     of its labels; its train/accuracy is against each row's most probable class.
     """
 
-    task_name: ClassVar[TaskName] = "classify"
+    exported_as: ClassVar[ExportKind] = ("task", "classify")
 
     def __init__(
         self,
@@ -145,7 +145,7 @@ class ClassifierTask(TransformerTask):
             )
         return keys
 
-    def train(self, mode: bool = True) -> ClassifierTask:
+    def train(self, mode: bool = True) -> ClassifierModule:
         super().train(mode)
         if self.freeze_encoder:
             self.model.encoder.eval()

@@ -1,9 +1,8 @@
-"""Evaluation: metrics over predictions, plot files, latency — pure functions, no MLflow.
+"""Classification metrics and plot files — pure functions, no MLflow.
 
-Classification metrics come back as one flat dict whose scalar entries are ready for MLflow and a
-DVC metrics file (`accuracy`, `f1_macro`, `ece`, `precision/<label>`, ...) and whose non-scalar
-entries (confusion matrix, ROC and PR curves) feed the plot writers; `split_scalars` separates the
-two.
+Metrics come back as one flat dict whose scalar entries are ready for MLflow and a DVC metrics
+file (`accuracy`, `f1_macro`, `ece`, `precision/<label>`, ...) and whose non-scalar entries
+(confusion matrix, ROC and PR curves) feed the plot writers; `split_scalars` separates the two.
 """
 
 from __future__ import annotations
@@ -12,14 +11,12 @@ import csv
 import json
 import math
 import re
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from sacrebleu.metrics import BLEU, CHRF
 from sklearn import metrics as skm
 
 # Plot files the writers produce, relative to the plots folder (what dvc.yaml declares).
@@ -27,9 +24,6 @@ CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_CSV = "confusion.csv"
 ROC_JSON = "roc.json"
 PR_JSON = "precision_recall.json"
-
-
-# --- classification ---------------------------------------------------------------------------
 
 
 def metric_label(label: str) -> str:
@@ -145,9 +139,6 @@ def split_scalars(report: Mapping[str, Any]) -> tuple[dict[str, float], dict[str
     return scalars, rest
 
 
-# --- plots ------------------------------------------------------------------------------------
-
-
 def write_confusion_matrix_png(
     matrix: Sequence[Sequence[int]] | np.ndarray, label_names: Sequence[str], path: str | Path
 ) -> Path:
@@ -228,103 +219,3 @@ def write_classification_plots(
         paths.append(write_curve_json(report["roc_curve"], plots_dir / ROC_JSON))
         paths.append(write_curve_json(report["pr_curve"], plots_dir / PR_JSON))
     return paths
-
-
-# --- latency ----------------------------------------------------------------------------------
-
-
-def measure_latency(
-    predict_fn: Callable[[Any], Any], examples: Sequence[Any], repeats: int = 3
-) -> dict[str, float]:
-    """Wall-clock latency of `predict_fn(example)`, one example per call (batch size 1).
-
-    One untimed warm-up call first (lazy initialisation, caches); then every example is timed
-    `repeats` times. Keys: `latency_mean_ms`, `latency_p50_ms`, `latency_p95_ms`, `latency_calls`.
-    """
-    if not examples or repeats < 1:
-        raise ValueError("measure_latency needs at least one example and repeats >= 1")
-    predict_fn(examples[0])
-    timings_ms = []
-    for _ in range(repeats):
-        for example in examples:
-            start = time.perf_counter()
-            predict_fn(example)
-            timings_ms.append((time.perf_counter() - start) * 1000.0)
-    timings = np.asarray(timings_ms)
-    return {
-        "latency_mean_ms": float(timings.mean()),
-        "latency_p50_ms": float(np.percentile(timings, 50)),
-        "latency_p95_ms": float(np.percentile(timings, 95)),
-        "latency_calls": float(len(timings)),
-    }
-
-
-# --- language modelling -----------------------------------------------------------------------
-
-
-def _exp_or_inf(exponent: float) -> float:
-    # An untrained model's summed loss can overflow exp(); infinity is the honest value then.
-    try:
-        return math.exp(exponent)
-    except OverflowError:
-        return math.inf
-
-
-def perplexity(total_nll: float, total_tokens: int) -> float:
-    """exp(mean negative log-likelihood per token), the NLL summed in nats over the corpus."""
-    if total_tokens <= 0:
-        raise ValueError(f"total_tokens must be positive, got {total_tokens}")
-    return _exp_or_inf(total_nll / total_tokens)
-
-
-def count_words(texts: Sequence[str]) -> int:
-    """Words as word-level perplexities count them: whitespace-separated tokens, plus one end of
-    line per text (the model predicts where each line ends, as `<eos>` counts in WikiText)."""
-    return sum(len(text.split()) + 1 for text in texts)
-
-
-def word_perplexity(total_nll: float, n_words: int) -> float:
-    """Perplexity per word of the original text: exp(total NLL / number of words).
-
-    The same summed NLL over subword tokens, normalised by words instead, so models with
-    different tokenizers compare on one scale (as WikiText-2 results are reported).
-    """
-    if n_words <= 0:
-        raise ValueError(f"n_words must be positive, got {n_words}")
-    return _exp_or_inf(total_nll / n_words)
-
-
-# --- translation ------------------------------------------------------------------------------
-
-
-def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-    """Corpus BLEU and chrF (sacreBLEU defaults), one reference per hypothesis.
-
-    Keys: `bleu`, `chrf` (0–100) and `bleu_signature`, `chrf_signature` — the strings that make
-    a reported score reproducible (tokenizer, smoothing, version).
-    """
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    bleu, chrf = BLEU(), CHRF()
-    reference_streams = [list(references)]
-    return {
-        "bleu": float(bleu.corpus_score(list(hypotheses), reference_streams).score),
-        "chrf": float(chrf.corpus_score(list(hypotheses), reference_streams).score),
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-    }
-
-
-def bleu_statistics(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
-    """(n, k) BLEU sufficient statistics per sentence (sacreBLEU's: hypothesis and reference
-    lengths, n-gram matches and totals): summed over any subset of the sentences they give that
-    subset's corpus BLEU (`bleu_from_statistics`), which a paired bootstrap resamples."""
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    statistics = BLEU()._extract_corpus_statistics(list(hypotheses), [list(references)])
-    return np.asarray(statistics, dtype=np.float64)
-
-
-def bleu_from_statistics(summed: np.ndarray) -> float:
-    """Corpus BLEU (0–100, sacreBLEU defaults) from summed `bleu_statistics` rows."""
-    return float(BLEU()._compute_score_from_stats([int(value) for value in summed]).score)

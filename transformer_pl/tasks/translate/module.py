@@ -13,18 +13,18 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from transformer_pl.config import OptimParams
+from transformer_pl.lightning.metrics import TokenPredictionMetrics
+from transformer_pl.lightning.module import Batch, ExportKind, TransformerModule
 from transformer_pl.model import LMOutput, Seq2SeqTransformer, TransformerConfig
 from transformer_pl.model.heads import IGNORE_INDEX
-from transformer_pl.tasks.base import Batch, TaskName, TransformerTask
-from transformer_pl.tasks.metrics import TokenPredictionMetrics
+from transformer_pl.params import OptimParams
 
 
-class Seq2SeqTask(TransformerTask):
+class TranslatorModule(TransformerModule):
     """Logs train/loss (smoothed) and train/accuracy per step; {val,test}/{loss,perplexity,
     accuracy} per epoch, accuracy being teacher-forced next-token accuracy."""
 
-    task_name: ClassVar[TaskName] = "translate"
+    exported_as: ClassVar[ExportKind] = ("task", "translate")
 
     def __init__(
         self,

@@ -10,17 +10,17 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from transformer_pl.lightning.module import Batch, ExportKind, LanguageModelModule
 from transformer_pl.model import MaskedLanguageModel
 from transformer_pl.model.heads import IGNORE_INDEX
-from transformer_pl.tasks.base import Batch, LanguageModelTask, TaskName
 
 
-class MaskedLMTask(LanguageModelTask):
+class MaskedLMModule(LanguageModelModule):
     """Logs train/loss and train/accuracy per step; {val,test}/{loss,perplexity,accuracy} per
     epoch, where accuracy is over masked tokens."""
 
     model_class = MaskedLanguageModel
-    task_name: ClassVar[TaskName] = "mlm"
+    exported_as: ClassVar[ExportKind] = ("objective", "mlm")
 
     def _step(self, batch: Batch, training: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Loss, predicted ids and target ids at the masked positions."""

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from transformer_pl.config import TeacherParams
 from transformer_pl.data.tokenizer import CLS_ID, FIRST_REGULAR_ID, SEP_ID
 from transformer_pl.model import TransformerConfig
-from transformer_pl.ngram_teacher import (
+from transformer_pl.params import TeacherParams
+from transformer_pl.tasks.classify.module import ClassifierModule
+from transformer_pl.tasks.classify.teacher import (
     BIGRAM_MULTIPLIER,
     TeacherFit,
     fit_teacher,
@@ -19,7 +20,6 @@ from transformer_pl.ngram_teacher import (
     ngram_features,
     presence_matrix,
 )
-from transformer_pl.tasks import ClassifierTask
 
 VOCAB = 50
 BUCKETS = 97
@@ -123,7 +123,7 @@ def test_classifier_fits_class_probabilities_as_it_fits_labels() -> None:
         vocab_size=VOCAB, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=16, dropout=0.0
     )
     torch.manual_seed(0)
-    task = ClassifierTask(config, num_labels=2, classifier_dropout=0.0)
+    task = ClassifierModule(config, num_labels=2, classifier_dropout=0.0)
     generator = torch.Generator().manual_seed(0)
     batch = {
         "input_ids": torch.randint(FIRST_REGULAR_ID, VOCAB, (6, 9), generator=generator),

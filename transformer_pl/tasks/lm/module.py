@@ -10,17 +10,17 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from transformer_pl.lightning.module import Batch, ExportKind, LanguageModelModule
 from transformer_pl.model import CausalLanguageModel
 from transformer_pl.model.heads import IGNORE_INDEX
-from transformer_pl.tasks.base import Batch, LanguageModelTask, TaskName
 
 
-class CausalLMTask(LanguageModelTask):
+class CausalLMModule(LanguageModelModule):
     """Logs train/loss and train/accuracy per step; {val,test}/{loss,perplexity,accuracy} per
     epoch, where accuracy is next-token accuracy over real tokens."""
 
     model_class = CausalLanguageModel
-    task_name: ClassVar[TaskName] = "clm"
+    exported_as: ClassVar[ExportKind] = ("task", "lm")
 
     def _step(self, batch: Batch, training: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Loss, predicted next tokens and their targets, at the predicted positions."""

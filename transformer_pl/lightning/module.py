@@ -5,14 +5,11 @@ A task is a LightningModule around one plain `nn.Module` from `transformer_pl.mo
 values (`model_config` as TransformerConfig.to_dict(), `optim` as OptimParams fields), so
 `Task.load_from_checkpoint(path)` rebuilds the task from the checkpoint alone.
 
-Export format (`export_weights`), read back by `load_exported_model`; for a classifier it is
-also the bundle format of `transformer_pl.registry`:
+Export format (`export_weights`): the bundle format of transformer_pl/bundle.py —
 - `model.safetensors`: the inner model's state_dict, every name present (tied tensors are
   written once per name), so it loads with `load_state_dict(strict=True)`.
-- `config.json`: {"task": "mlm" | "clm" | "classify" | "translate",
-                  "model": TransformerConfig.to_dict(), ...task fields, ...caller's metadata}.
-  The task names are those of params.yaml (pretrain.objective, a dataset's task); the
-  classifier's fields are num_labels, label_names and pooling.
+- `config.json`: {"task": <dataset task>, or "objective": <pretraining objective>,
+                  "model": TransformerConfig.to_dict(), ...module fields, ...caller's metadata}.
 """
 
 from __future__ import annotations
@@ -24,34 +21,30 @@ from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from transformer_pl.config import OptimParams
+from transformer_pl.bundle import CONFIG_FILE, WEIGHTS_FILE
+from transformer_pl.lightning.metrics import ClassificationMetrics, TokenPredictionMetrics
+from transformer_pl.lightning.optim import configure_adamw
 from transformer_pl.model import (
-    CausalLanguageModel,
     LMOutput,
-    MaskedLanguageModel,
-    Seq2SeqTransformer,
-    SequenceClassifier,
     TransformerConfig,
 )
-from transformer_pl.tasks.metrics import ClassificationMetrics, TokenPredictionMetrics
-from transformer_pl.tasks.optim import configure_adamw
+from transformer_pl.params import OptimParams
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-
-TaskName = Literal["mlm", "clm", "classify", "translate"]
+# What an export is, as its config.json says: ("task", a dataset task's name) for a model
+# finetune trains, ("objective", a pretraining objective) for one only pretrain trains.
+ExportKind = tuple[Literal["task", "objective"], str]
 EpochMetrics = TokenPredictionMetrics | ClassificationMetrics
 Batch = Mapping[str, Tensor]  # what the datamodules yield, keyed as the model's arguments
 
 
-class TransformerTask(pl.LightningModule):
+class TransformerModule(pl.LightningModule):
     """Base of the tasks: subclasses build `self.model` and `self.eval_metrics`, and implement
     the steps; this class owns the config, the optimiser, epoch logging and the export."""
 
-    task_name: ClassVar[TaskName]
+    exported_as: ClassVar[ExportKind]
     model: nn.Module
     eval_metrics: nn.ModuleDict  # "val" and "test" -> EpochMetrics, built by the subclass
 
@@ -140,7 +133,7 @@ class TransformerTask(pl.LightningModule):
         weights_path = directory / WEIGHTS_FILE
         save_file(state, weights_path)
         config = {
-            "task": self.task_name,
+            self.exported_as[0]: self.exported_as[1],
             "model": self.config.to_dict(),
             **self.export_info(),
             **metadata,
@@ -149,7 +142,7 @@ class TransformerTask(pl.LightningModule):
         return weights_path
 
 
-class LanguageModelTask(TransformerTask):
+class LanguageModelModule(TransformerModule):
     """A task predicting tokens of its input (masked or next): `model_class` over the config,
     token-prediction metrics for val and test. Subclasses set the class and define `_step`."""
 
@@ -170,24 +163,3 @@ class LanguageModelTask(TransformerTask):
         self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None
     ) -> LMOutput:
         return self.model(input_ids, attention_mask, labels)
-
-
-def load_exported_model(directory: str | Path) -> nn.Module:
-    """Rebuild the plain model that `export_weights` wrote into `directory` (on CPU, eval mode)."""
-    directory = Path(directory)
-    exported = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-    config = TransformerConfig.from_dict(exported["model"])
-    task = exported["task"]
-    model: nn.Module
-    if task == "mlm":
-        model = MaskedLanguageModel(config)
-    elif task == "clm":
-        model = CausalLanguageModel(config)
-    elif task == "translate":
-        model = Seq2SeqTransformer(config)
-    elif task == "classify":
-        model = SequenceClassifier(config, exported["num_labels"], pooling=exported["pooling"])
-    else:
-        raise ValueError(f"{directory / CONFIG_FILE}: unknown task {task!r}")
-    model.load_state_dict(load_file(directory / WEIGHTS_FILE))
-    return model.eval()

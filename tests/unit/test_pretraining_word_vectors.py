@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from transformer_pl.word_vectors import (
+from transformer_pl.pretraining.word_vectors import (
     CONTEXT_SMOOTHING,
     cooccurrence_counts,
     positive_pmi,

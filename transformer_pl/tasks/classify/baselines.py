@@ -1,6 +1,5 @@
-"""The bars a Transformer has to clear: TF-IDF word 1–2-grams + logistic regression and NBSVM
-(naive-Bayes-weighted logistic regression over tokens and token bigrams, Wang & Manning 2012)
-for classification, add-one-smoothed unigram frequencies for a language model.
+"""The bars a classifier has to clear: TF-IDF word 1–2-grams + logistic regression, and NBSVM
+(naive-Bayes-weighted logistic regression over tokens and token bigrams, Wang & Manning 2012).
 
 Features: word unigrams and bigrams, sublinear term frequency, terms in at least two training
 documents. The inverse regularisation strength C is chosen by accuracy on a validation split
@@ -20,8 +19,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
-from transformer_pl.config import TeacherParams
-from transformer_pl.ngram_teacher import NaiveBayesLogisticTeacher, fit_teacher
+from transformer_pl.params import TeacherParams
+from transformer_pl.tasks.classify.teacher import NaiveBayesLogisticTeacher, fit_teacher
 
 # How many times a grid may grow past its edge before the search settles for the edge.
 MAX_GRID_EXTENSIONS = 4
@@ -169,16 +168,3 @@ def fit_nbsvm_baseline(
         val_accuracy=search.scores[search.best],
         fit_seconds=time.perf_counter() - start,
     )
-
-
-def unigram_nll(train_ids: np.ndarray, test_ids: np.ndarray, vocab_size: int) -> float:
-    """Summed negative log-likelihood (nats) of `test_ids` under the add-one-smoothed frequencies
-    of `train_ids`: what a language model scores knowing nothing of context."""
-    return float(unigram_token_nll(train_ids, test_ids, vocab_size).sum())
-
-
-def unigram_token_nll(train_ids: np.ndarray, test_ids: np.ndarray, vocab_size: int) -> np.ndarray:
-    """Each test id's negative log-likelihood under the add-one-smoothed training frequencies."""
-    counts = np.bincount(train_ids, minlength=vocab_size) + 1.0
-    log_probabilities = np.log(counts) - np.log(counts.sum())
-    return -log_probabilities[test_ids]

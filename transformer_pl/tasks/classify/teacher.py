@@ -21,9 +21,9 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from transformer_pl.calibration import apply_temperature, fit_temperature
-from transformer_pl.config import TeacherParams
 from transformer_pl.data.tokenizer import FIRST_REGULAR_ID
+from transformer_pl.params import TeacherParams
+from transformer_pl.tasks.classify.calibration import apply_temperature, fit_temperature
 
 # Bigram (a, b) -> a * BIGRAM_MULTIPLIER + b before the modulo: a prime above any vocabulary
 # size, so distinct bigrams collide only through the bucket count.

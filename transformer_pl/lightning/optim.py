@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from transformer_pl.config import OptimParams
 from transformer_pl.model import LearnedPositionalEncoding
+from transformer_pl.params import OptimParams
 
 Schedule = Literal["cosine", "linear", "constant"]
 

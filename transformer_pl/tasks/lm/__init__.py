@@ -1,0 +1,4 @@
+"""Language modelling (text continuation): a causal decoder.
+
+Everything specific to the task lives in this folder; task.py is what the stages call.
+"""
