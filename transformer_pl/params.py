@@ -13,14 +13,15 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
-    PositiveFloat,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from transformer_pl.section import Section
+from transformer_pl.tasks.settings import TaskSettings, TasksParams
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 DEFAULT_PROFILE = "default"
@@ -28,11 +29,6 @@ DEFAULT_PROFILE = "default"
 
 class ConfigError(ValueError):
     """A params file that cannot be used; the message names every offending key."""
-
-
-class Section(BaseModel):
-    # Unknown keys are typos until proven otherwise: reject them instead of ignoring them.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -254,21 +250,11 @@ class PretrainOptimParams(OptimParams):
 
 PretrainingObjective = Literal["mlm", "clm", "ppmi_svd"]
 
-# The pretraining objectives that fit each task's model, the first being what "auto" picks:
-# word vectors (PPMI + SVD, transformer_pl/word_vectors.py) for the classifier's token embedding
-# (the better start on a CPU budget, bench/RESULTS.md) or a masked-LM encoder; causal LM for a
-# language model; a translator is not pretrained.
-PRETRAINING_OBJECTIVES: dict[str, tuple[PretrainingObjective, ...]] = {
-    "classify": ("ppmi_svd", "mlm"),
-    "lm": ("clm",),
-    "translate": (),
-}
-
 
 class PretrainParams(Section):
     enabled: bool = True
-    # "auto": the dataset task's first objective (PRETRAINING_OBJECTIVES); naming one checks
-    # that it fits.
+    # "auto": the first of the task's pretraining_objectives (tasks/<task>/settings.py); naming
+    # one checks that it fits.
     objective: Literal["auto", "mlm", "clm", "ppmi_svd"] = "auto"
     mask_probability: float = Field(0.4, gt=0, lt=1)
     # mlm (a classifier's pretraining): the token embedding starts random or from the word
@@ -282,72 +268,21 @@ class PretrainParams(Section):
     optim: PretrainOptimParams = PretrainOptimParams()
 
 
-class TeacherParams(Section):
-    """finetune.teacher (classification): distil an n-gram teacher through the dataset's
-    unlabeled split (transformer_pl/ngram_teacher.py)."""
-
-    # none: the classifier fits the train split's labels alone. nb_logistic: a naive-Bayes-
-    # weighted logistic regression over tokens and hashed token bigrams is fitted on them first,
-    # and the classifier fits the train split's labels and the teacher's class probabilities for
-    # every unlabeled text. auto: nb_logistic for a classification dataset with an unlabeled
-    # split, else none.
-    kind: Literal["auto", "none", "nb_logistic"] = "auto"
-    buckets: int = Field(2**21, ge=1)  # hashed bigram columns
-    # Inverse L2 strengths tried; the teacher keeps the best on val.
-    c_grid: list[PositiveFloat] = Field([0.1, 0.3, 1.0, 3.0], min_length=1)
-    smoothing: float = Field(1.0, gt=0)  # added to each feature's count per class
-    # Temper the teacher's probabilities to fit val's labels (one temperature) before they
-    # become the classifier's targets.
-    calibrate: bool = True
-
-
 class FinetuneParams(Section):
     from_pretrained: bool = True
-    pooling: Literal["mean", "max", "mean_max", "cls"] = "mean"
-    classifier_dropout: float = Field(0.1, ge=0, lt=1)
-    # The classifier's encoder adds a hashed (previous token, token) embedding to each token's
-    # (model/transformer.py: BigramEmbedding); 0: off.
-    bigram_buckets: int = Field(524_288, ge=0)
-    bigram_dim: int = Field(32, gt=0)
-    freeze_encoder: bool = False
-    layer_lr_decay: float = Field(1.0, gt=0, le=1)
     batch_size: int = Field(32, ge=1)  # global: each of N processes takes 1/N of it
     max_epochs: int = Field(1, ge=1)
     max_steps: int = -1
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
     early_stopping_patience: int = Field(3, ge=1)
-    teacher: TeacherParams = TeacherParams()
     optim: OptimParams = OptimParams()
-
-
-# Finetune keys that only the classifier reads, and label smoothing, which a language model does
-# not use: set away from their defaults for another task, they would be silently ignored.
-TASK_ONLY_FINETUNE_KEYS: dict[str, tuple[str, ...]] = {
-    "pooling": ("classify",),
-    "classifier_dropout": ("classify",),
-    "bigram_buckets": ("classify",),
-    "bigram_dim": ("classify",),
-    "freeze_encoder": ("classify",),
-    "layer_lr_decay": ("classify",),
-    "teacher": ("classify",),
-    "label_smoothing": ("classify", "translate"),
-}
 
 
 class EvaluateParams(Section):
     batch_size: int = Field(64, ge=1)
-    calibration_bins: int = Field(15, ge=2)
-    # Classification: fit a temperature on val for the served probabilities (calibration.py).
-    calibrate: bool = True
     latency_examples: int = Field(64, ge=1)
-    # TF-IDF baseline's inverse regularisation strengths, log-scale; extended past an edge while
-    # the best on val is there.
-    baseline_c_grid: list[PositiveFloat] = Field([0.25, 1.0, 4.0, 16.0, 64.0, 256.0], min_length=1)
-    baseline_max_features: int | None = Field(None, gt=0)
     # Resamples of the paired bootstrap interval of each model-minus-baseline difference.
     bootstrap_resamples: int = Field(1000, ge=10)
     samples: int = Field(5, ge=0)  # test examples shown with the model's output (samples.json)
-    prompts: list[str] = ["The", "In 1999 ,"]  # language models: continued greedily and sampled
 
 
 class DecodeParams(Section):
@@ -365,20 +300,12 @@ class DecodeParams(Section):
     length_penalty: float = Field(0.6, ge=0)  # translation: score / length^length_penalty
 
 
-# Per task: the validation metric a new version must improve on to become champion, and
-# whether higher is better. Test metrics are reported, never used to choose.
-HEADLINE_METRICS: dict[str, tuple[str, bool]] = {
-    "classify": ("val_accuracy", True),
-    "lm": ("val_word_perplexity", False),  # per word: comparable across tokenizers
-    "translate": ("val_bleu", True),
-}
-
-
 class RegisterParams(Section):
     # Default: transformer-pl-<dataset>, plus -<source>-<target> for translation (a model per
     # direction: their scores do not compare).
     model_name: str | None = None
-    # A validation metric of evaluate (val_*); default: the task's HEADLINE_METRICS entry.
+    # A validation metric of evaluate (val_*); default: the task's headline_metric
+    # (tasks/<task>/settings.py).
     metric: str | None = None
     greater_is_better: bool | None = None  # default: the headline metric's direction, else True
     champion_margin: float = Field(0.0, ge=0)
@@ -431,6 +358,7 @@ class Params(Section):
     decode: DecodeParams = DecodeParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
     serve: ServeParams = ServeParams()
+    tasks: TasksParams = TasksParams()
     tracking: TrackingParams = TrackingParams()
     schedule: ScheduleParams = ScheduleParams()
 
@@ -448,15 +376,16 @@ class Params(Section):
     @model_validator(mode="after")
     def _fits_the_task(self) -> Params:
         task = self.dataset_spec.task
-        fitting = PRETRAINING_OBJECTIVES[task]
-        if self.pretraining_enabled and self.pretrain.objective not in ("auto", *fitting):
+        fitting = self.task_settings.pretraining_objectives
+        pretraining_asked = self.pretrain.enabled and self.finetune.from_pretrained
+        if pretraining_asked and self.pretrain.objective not in ("auto", *fitting):
             allowed = ", ".join(repr(value) for value in ("auto", *fitting))
             raise ValueError(
                 f"pretrain.objective '{self.pretrain.objective}' does not fit dataset "
                 f"'{self.dataset}' (task '{task}'); allowed: {allowed} "
                 "(or finetune.from_pretrained: false to train from scratch)"
             )
-        objective = self.pretraining
+        objective = self.pretrain_objective
         if self.pretrain.embedding_init != "random" and objective not in (None, "mlm"):
             raise ValueError(
                 f"pretrain.embedding_init '{self.pretrain.embedding_init}' starts a masked LM "
@@ -464,27 +393,20 @@ class Params(Section):
                 f"objective is '{objective}' (dataset '{self.dataset}', task '{task}'): set it "
                 "to 'random'"
             )
-        for key, tasks in TASK_ONLY_FINETUNE_KEYS.items():
-            value = getattr(self.finetune, key)
-            default = FinetuneParams.model_fields[key].default
-            if task not in tasks and value != default:
-                raise ValueError(
-                    f"finetune.{key} ({value!r}) applies to task(s) {', '.join(tasks)} only, and "
-                    f"dataset '{self.dataset}' is task '{task}': set it back to {default!r}"
-                )
         splits = self.dataset_spec.splits
-        if self.finetune.teacher.kind == "nb_logistic" and "unlabeled" not in splits:
+        teacher = self.tasks.classify.teacher.kind
+        if task == "classify" and teacher == "nb_logistic" and "unlabeled" not in splits:
             raise ValueError(
-                f"finetune.teacher.kind '{self.finetune.teacher.kind}' labels the dataset's "
+                f"tasks.classify.teacher.kind '{teacher}' labels the dataset's "
                 f"unlabeled split, and dataset '{self.dataset}' has none (splits: "
                 f"{', '.join(splits)}): add one or set it to 'none'"
             )
         # Positions beyond max_len have no encoding: what a model reads at once must fit.
-        longest = self.encode.block_size if task == "lm" else self.encode.max_length
+        key = self.task_settings.input_length_key
+        longest = getattr(self.encode, key.removeprefix("encode."))
         if longest > self.model.max_len:
-            key = "encode.block_size" if task == "lm" else "encode.max_length"
             raise ValueError(f"{key} ({longest}) exceeds model.max_len ({self.model.max_len})")
-        if task != "classify" and self.decode.max_new_tokens >= self.model.max_len:
+        if self.task_settings.decodes and self.decode.max_new_tokens >= self.model.max_len:
             raise ValueError(
                 f"decode.max_new_tokens ({self.decode.max_new_tokens}) must be below "
                 f"model.max_len ({self.model.max_len})"
@@ -510,24 +432,28 @@ class Params(Section):
         return self.datasets[self.dataset]
 
     @property
-    def pretraining_enabled(self) -> bool:
-        return self.pretrain.enabled and self.finetune.from_pretrained
+    def task_settings(self) -> TaskSettings:
+        """The `tasks.<task>` section of the dataset's task."""
+        return getattr(self.tasks, self.dataset_spec.task)
 
     @property
-    def pretraining(self) -> PretrainingObjective | None:
+    def pretrain_objective(self) -> PretrainingObjective | None:
         """The objective the pretrain stage trains with; None when it trains nothing."""
-        fitting = PRETRAINING_OBJECTIVES[self.dataset_spec.task]
-        if not self.pretraining_enabled or not fitting:
+        fitting = self.task_settings.pretraining_objectives
+        if not (self.pretrain.enabled and self.finetune.from_pretrained and fitting):
             return None
-        return fitting[0] if self.pretrain.objective == "auto" else self.pretrain.objective
+        objective = fitting[0] if self.pretrain.objective == "auto" else self.pretrain.objective
+        return objective  # type: ignore[return-value]  # one of PretrainingObjective
 
     @property
     def teacher(self) -> Literal["nb_logistic"] | None:
-        """The teacher finetune distils through the unlabeled split; None when there is none."""
-        kind = self.finetune.teacher.kind
+        """The teacher a classifier's finetune distils through the unlabeled split; None when
+        there is none."""
+        if self.dataset_spec.task != "classify":
+            return None
+        kind = self.tasks.classify.teacher.kind
         if kind == "auto":
-            fits = self.dataset_spec.task == "classify" and "unlabeled" in self.dataset_spec.splits
-            return "nb_logistic" if fits else None
+            return "nb_logistic" if "unlabeled" in self.dataset_spec.splits else None
         return None if kind == "none" else kind
 
     @property
@@ -535,13 +461,15 @@ class Params(Section):
         if self.register_.model_name:
             return self.register_.model_name
         spec = self.dataset_spec
-        direction = f"-{spec.source_language}-{spec.target_language}"
-        return f"transformer-pl-{self.dataset}{direction if spec.task == 'translate' else ''}"
+        # A translator per direction: their scores do not compare.
+        languages = [spec.source_language, spec.target_language]
+        direction = "".join(f"-{language}" for language in languages if language)
+        return f"transformer-pl-{self.dataset}{direction}"
 
     @property
     def registration_metric(self) -> tuple[str, bool]:
         """(metric key, greater is better) that decides champion promotion."""
-        headline, headline_greater = HEADLINE_METRICS[self.dataset_spec.task]
+        headline, headline_greater = self.task_settings.headline_metric
         metric = self.register_.metric or headline
         default_greater = headline_greater if metric == headline else True
         greater = self.register_.greater_is_better

@@ -336,7 +336,7 @@ def _log_and_register(
 ) -> ModelVersion:
     """Log the bundle as its task's pyfunc model to the active run and register it; returns the
     new version."""
-    from transformer_pl.tasks import task_named
+    from transformer_pl.tasks.catalog import task_named
 
     pyfunc_model = task_named(bundle_task(bundle_dir)).pyfunc_model
     with tempfile.TemporaryDirectory(prefix="tpl-register-") as staging:

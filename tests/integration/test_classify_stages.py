@@ -1,6 +1,6 @@
 """The classification stage functions on a user's own CSV, up to evaluate: the temperature
 evaluate fits on val changes the reported calibration, never the accuracy, and
-`evaluate.calibrate: false` leaves the probabilities as the model gives them."""
+`tasks.classify.calibrate: false` leaves the probabilities as the model gives them."""
 
 from __future__ import annotations
 
@@ -35,13 +35,13 @@ def test_evaluate_calibrates_on_val_only_when_asked(
     reviews_project: Path, update_params, run_stages
 ) -> None:
     root = reviews_project
-    update_params(root, {"evaluate": {"calibrate": False}})
+    update_params(root, {"tasks": {"classify": {"calibrate": False}}})
 
     raw = run_stages(root, UNTIL_EVALUATE)["evaluate"]
 
     assert raw["calibration_temperature"] == 1.0
     assert "test_ece_uncalibrated" not in raw and "test_log_loss_uncalibrated" not in raw
-    update_params(root, {"evaluate": {"calibrate": True}})
+    update_params(root, {"tasks": {"classify": {"calibrate": True}}})
 
     calibrated = run_stages(root, ["evaluate"])["evaluate"]
 
@@ -90,8 +90,9 @@ def test_masked_lm_pretraining_starts_from_the_word_vectors_when_asked(
 def test_finetune_distils_an_ngram_teacher_through_the_unlabeled_split(
     reviews_project: Path, update_params, write_reviews, run_stages
 ) -> None:
-    """`finetune.teacher.kind: nb_logistic`: the teacher fits the train labels, and the classifier
-    trains on the train rows and every unlabeled row, each labelled with its probabilities."""
+    """`tasks.classify.teacher.kind: nb_logistic`: the teacher fits the train labels, and the
+    classifier trains on the train rows and every unlabeled row, each labelled with its
+    probabilities."""
     root = reviews_project
     # Encoded rows keep 6 tokens, all of them neutral lead words: the teacher reads whole texts.
     write_reviews(root / "reviews" / "train.csv", 300, seed=0, lead_words=8)
@@ -100,7 +101,7 @@ def test_finetune_distils_an_ngram_teacher_through_the_unlabeled_split(
         root,
         {
             "datasets": {"reviews": {"splits": {"unlabeled": "unlabeled.csv"}}},
-            "finetune": {"teacher": {"kind": "nb_logistic", "buckets": 4096}},
+            "tasks": {"classify": {"teacher": {"kind": "nb_logistic", "buckets": 4096}}},
             "profiles": {"tiny": {"encode": {"max_length": 8}}},
         },
     )

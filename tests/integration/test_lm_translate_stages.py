@@ -49,7 +49,8 @@ def test_language_model_is_pretrained_continued_scored_and_sampled(
                 # Pretraining a causal LM, then continuing it: both stages train one model.
                 pretrain={"batch_size": 16, "max_steps": 20, "val_check_interval": 20},
                 finetune={"from_pretrained": True, "max_epochs": 12},
-                evaluate={"prompts": ["ROMEO:", "First Citizen:"], "samples": 2},
+                evaluate={"samples": 2},
+                tasks={"lm": {"prompts": ["ROMEO:", "First Citizen:"]}},
                 decode={"max_new_tokens": 8},
             )
         )

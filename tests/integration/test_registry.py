@@ -678,7 +678,7 @@ def test_the_decision_records_the_paired_difference_from_a_champion_on_the_same_
 ) -> None:
     from transformer_pl.params import load_params
     from transformer_pl.stages.evaluation import _champion_comparison
-    from transformer_pl.tasks import task_named
+    from transformer_pl.tasks.catalog import task_named
 
     labels = np.array([0, 1] * 100)
     champion_val, challenger_val = tmp_path / "v1" / "val.parquet", tmp_path / "v2" / "val.parquet"

@@ -302,7 +302,8 @@ def test_no_classifier_stage_but_evaluate_opens_test(
             "tiny",
             dataset="imdb",
             datasets={"imdb": {"path": str(source)}},
-            finetune={"max_epochs": 1, "teacher": {"c_grid": [1.0]}},
+            finetune={"max_epochs": 1},
+            tasks={"classify": {"teacher": {"c_grid": [1.0]}}},
             evaluate={"latency_examples": 2},
         )
     )
@@ -331,7 +332,8 @@ def test_no_language_model_stage_but_evaluate_opens_test(
             # Pretrained, then continued: both training stages read the encoded corpus.
             pretrain={"batch_size": 16, "max_steps": 10, "val_check_interval": 10},
             finetune={"from_pretrained": True, "max_epochs": 1},
-            evaluate={"prompts": ["ROMEO:"], "latency_examples": 1},
+            evaluate={"latency_examples": 1},
+            tasks={"lm": {"prompts": ["ROMEO:"]}},
             decode={"max_new_tokens": 4},
         )
     )

@@ -10,8 +10,8 @@ import torch
 
 from transformer_pl.data.tokenizer import CLS_ID, FIRST_REGULAR_ID, SEP_ID
 from transformer_pl.model import TransformerConfig
-from transformer_pl.params import TeacherParams
 from transformer_pl.tasks.classify.module import ClassifierModule
+from transformer_pl.tasks.classify.settings import TeacherParams
 from transformer_pl.tasks.classify.teacher import (
     BIGRAM_MULTIPLIER,
     TeacherFit,

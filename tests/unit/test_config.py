@@ -99,7 +99,7 @@ def test_the_task_decides_pretraining_model_name_and_champion_metric(raw):
     imdb, lm, translate = (
         parse_params(raw, name) for name in ("tiny", "tiny-lm", "tiny-translate")
     )
-    assert (imdb.pretraining, imdb.model_name) == ("ppmi_svd", "transformer-pl-imdb")
+    assert (imdb.pretrain_objective, imdb.model_name) == ("ppmi_svd", "transformer-pl-imdb")
     assert imdb.registration_metric == ("val_accuracy", True)
     assert lm.dataset_spec.task == "lm" and lm.registration_metric == ("val_word_perplexity", False)
     # A translation model per direction: de→en and en→de scores do not compare.
@@ -118,19 +118,19 @@ def test_the_task_decides_pretraining_model_name_and_champion_metric(raw):
 
 def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(raw):
     raw["dataset"] = "wikitext-2"
-    assert parse_params(raw).pretraining == "clm"  # objective auto
+    assert parse_params(raw).pretrain_objective == "clm"  # objective auto
     raw["pretrain"]["objective"] = "mlm"
     with pytest.raises(ConfigError, match=r"pretrain\.objective 'mlm'.*allowed: 'auto', 'clm'"):
         parse_params(raw)
     raw["finetune"]["from_pretrained"] = False  # no pretraining: the objective is moot
-    assert parse_params(raw).pretraining is None
+    assert parse_params(raw).pretrain_objective is None
     raw["dataset"], raw["finetune"]["from_pretrained"] = "multi30k", True
     raw["pretrain"]["objective"] = "auto"
-    assert parse_params(raw).pretraining is None  # a translator is not pretrained
+    assert parse_params(raw).pretrain_objective is None  # a translator is not pretrained
     raw["dataset"] = "imdb"  # a classifier: word vectors, unless a masked-LM encoder is named
-    assert parse_params(raw).pretraining == "ppmi_svd"
+    assert parse_params(raw).pretrain_objective == "ppmi_svd"
     raw["pretrain"]["objective"] = "mlm"
-    assert parse_params(raw).pretraining == "mlm"
+    assert parse_params(raw).pretrain_objective == "mlm"
     raw["pretrain"]["objective"] = "ppmi_svd"
     raw["dataset"] = "wikitext-2"
     with pytest.raises(ConfigError, match=r"objective 'ppmi_svd'.*allowed: 'auto', 'clm'"):
@@ -145,53 +145,39 @@ def test_pretraining_follows_the_task_and_a_mismatched_objective_names_the_fit(r
     raw["pretrain"]["objective"] = "mlm"
     assert parse_params(raw).pretrain.embedding_init == "ppmi_svd"
     raw["finetune"]["from_pretrained"] = False  # nothing is pretrained: the start is moot
-    assert parse_params(raw).pretraining is None
+    assert parse_params(raw).pretrain_objective is None
 
 
-@pytest.mark.parametrize(
-    ("key", "value", "profile"),
-    [
-        ("pooling", "cls", "tiny-translate"),
-        ("freeze_encoder", True, "tiny-lm"),
-        ("layer_lr_decay", 0.8, "tiny-translate"),
-        ("classifier_dropout", 0.3, "tiny-lm"),
-        ("bigram_dim", 16, "tiny-translate"),
-        ("label_smoothing", 0.1, "tiny-lm"),
-    ],
-)
-def test_a_finetune_key_the_task_ignores_fails_at_load(raw, key, value, profile):
-    raw["finetune"][key] = value
-    with pytest.raises(ConfigError, match=rf"finetune\.{key} .*applies to task\(s\) .* only"):
-        parse_params(raw, profile)
-    assert getattr(parse_params(raw, "tiny").finetune, key) == value  # a classifier reads it
+def test_each_task_reads_its_own_section_and_a_wrong_key_names_the_task(raw):
+    raw["tasks"]["classify"]["pooling"] = "cls"
+    assert parse_params(raw, "tiny").task_settings.pooling == "cls"  # IMDB: a classifier
+    assert parse_params(raw, "tiny-translate").task_settings.label_smoothing == 0.1
+    assert parse_params(raw, "tiny-lm").task_settings.prompts == ["ROMEO:", "First Citizen:"]
+    raw["tasks"]["translate"]["pooling"] = "cls"  # a classifier's key in translation's section
+    with pytest.raises(ConfigError, match=r"tasks\.translate\.pooling: unknown key"):
+        parse_params(raw, "tiny-translate")
 
 
-def test_a_finetune_teacher_needs_a_classifier_and_unlabeled_text(raw):
-    raw["finetune"]["teacher"] = {"kind": "auto"}
+def test_a_teacher_needs_a_classifier_and_unlabeled_text(raw):
+    teacher = raw["tasks"]["classify"]["teacher"]
+    teacher["kind"] = "auto"
     assert parse_params(raw, "tiny").teacher == "nb_logistic"  # IMDB has 50k unlabeled reviews
-    assert parse_params(raw, "tiny-lm").teacher is None
+    assert parse_params(raw, "tiny-lm").teacher is None  # not a classifier: never distilled
     raw["dataset"] = "sst2"
     assert parse_params(raw).teacher is None  # no unlabeled split
-    raw["finetune"]["teacher"] = {"kind": "nb_logistic"}  # named: it must fit
+    teacher["kind"] = "nb_logistic"  # named: it must fit
     with pytest.raises(ConfigError, match=r"teacher\.kind 'nb_logistic' .*'sst2' has none"):
         parse_params(raw)
     raw["dataset"] = "imdb"
-    with pytest.raises(ConfigError, match=r"finetune\.teacher .*applies to task\(s\) classify"):
-        parse_params(raw, "tiny-lm")
-    raw["finetune"]["teacher"] = {"kind": "none"}
+    teacher["kind"] = "none"
     assert parse_params(raw, "tiny").teacher is None
-    raw["finetune"]["teacher"] = {"kind": "bigram"}
+    teacher["kind"] = "bigram"
     with pytest.raises(ConfigError, match=r"teacher\.kind.*'auto'.*'none'.*'nb_logistic'"):
         parse_params(raw)
     for c_grid in ([], [1.0, 0.0]):
-        raw["finetune"]["teacher"] = {"kind": "auto", "c_grid": c_grid}
-        with pytest.raises(ConfigError, match=r"finetune\.teacher\.c_grid"):
+        teacher.update(kind="auto", c_grid=c_grid)
+        with pytest.raises(ConfigError, match=r"tasks\.classify\.teacher\.c_grid"):
             parse_params(raw)
-
-
-def test_label_smoothing_is_read_by_translation_too(raw):
-    raw["finetune"]["label_smoothing"] = 0.1
-    assert parse_params(raw, "tiny-translate").finetune.label_smoothing == 0.1
 
 
 def test_what_a_model_reads_at_once_must_fit_its_positions(raw):

@@ -20,7 +20,7 @@ from transformer_pl.stages.code_deps import code_deps
 from transformer_pl.stages.layout import Layout
 
 if TYPE_CHECKING:
-    from transformer_pl.tasks import Task
+    from transformer_pl.tasks.protocol import Task
 
 EVALUATION_METRICS = f"{Layout.METRICS}/evaluate.json"
 SAMPLES = f"{Layout.METRICS}/samples.json"
@@ -41,7 +41,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     (register promotes on them); test figures are reported, never used to choose."""
     from transformer_pl.bundle import bundle_task
     from transformer_pl.data import read_frames
-    from transformer_pl.tasks import task_named
+    from transformer_pl.tasks.catalog import task_named
 
     task = task_named(bundle_task(layout / Layout.FINETUNED))
     frames = read_frames(layout / Layout.SPLITS, ("train", "val"))
@@ -90,7 +90,7 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
         registration_fingerprint,
     )
     from transformer_pl.stages.runner import params_subset, path_hashes
-    from transformer_pl.tasks import task_named
+    from transformer_pl.tasks.catalog import task_named
     from transformer_pl.tracking import git_commit, lineage_tags
 
     spec = STAGES_BY_NAME["register"]
@@ -196,7 +196,7 @@ STAGES: tuple[StageSpec, ...] = (
             Layout.TEST_SPLIT,
             *code_deps(evaluate),
         ),
-        params=("dataset", *PROFILE_KEYS, "seed", "evaluate", "decode", "finetune.teacher"),
+        params=("dataset", *PROFILE_KEYS, "seed", "evaluate", "decode", "tasks"),
         outs=(VAL_PREDICTIONS, TEST_PREDICTIONS),
         metrics=(EVALUATION_METRICS, SAMPLES),
         plots=(Layout.PLOTS,),

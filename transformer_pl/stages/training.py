@@ -157,7 +157,7 @@ def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
 
     out_dir = layout / Layout.PRETRAINED
     settings = params.pretrain
-    objective = params.pretraining
+    objective = params.pretrain_objective
     if objective is None:
         # Nothing downstream reads the weights: record why instead of training for nothing.
         if out_dir.exists():
@@ -301,7 +301,7 @@ def _no_pretraining(params: Params) -> str:
 def finetune(params: Params, layout: Layout) -> dict[str, Any]:
     """The dataset task's model — classifier, causal language model or encoder–decoder
     translator — from the pretrained weights or from scratch, per params."""
-    from transformer_pl.tasks import task_named
+    from transformer_pl.tasks.catalog import task_named
 
     settings = params.finetune
     meta = _encoded_meta(layout, params)
@@ -328,7 +328,7 @@ def finetune(params: Params, layout: Layout) -> dict[str, Any]:
         # What loading the pretrained weights found: known once the module was built.
         completed=lambda summary: {
             **summary,
-            "from_pretrained": params.pretraining is not None,
+            "from_pretrained": params.pretrain_objective is not None,
             "pretrained_missing_keys": len(recipe.loaded.get("missing", [])),
             "pretrained_unexpected_keys": len(recipe.loaded.get("unexpected", [])),
         },
@@ -372,6 +372,7 @@ STAGES: tuple[StageSpec, ...] = (
             "trainer",
             "pretrain.enabled",
             "finetune",
+            "tasks",
             "encode.max_length",
             "encode.block_size",
         ),

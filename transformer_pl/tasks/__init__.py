@@ -1,21 +1,3 @@
-"""The tasks, one folder each (module, recipe, evaluation, bundle, prediction), behind the
-`Task` protocol (protocol.py). Adding a task: a folder like these and a line in `TASKS`."""
-
-from __future__ import annotations
-
-from transformer_pl.tasks.classify.task import CLASSIFY
-from transformer_pl.tasks.lm.task import LM
-from transformer_pl.tasks.protocol import Evaluation, Recipe, Task
-from transformer_pl.tasks.translate.task import TRANSLATE
-
-TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFY, LM, TRANSLATE)}
-
-
-def task_named(name: str) -> Task:
-    """The task a dataset (`datasets.<name>.task`) or a bundle's config.json names."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
-    return TASKS[name]
-
-
-__all__ = ["TASKS", "Evaluation", "Recipe", "Task", "task_named"]
+"""The tasks, one folder each (module, recipe, evaluation, bundle, prediction, settings), behind
+the `Task` record of protocol.py. catalog.py lists them for the stages; settings.py gives each
+its `tasks.<name>` section of params.yaml. Adding a task: a folder like these, a line in each."""

@@ -19,7 +19,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
-from transformer_pl.params import TeacherParams
+from transformer_pl.tasks.classify.settings import TeacherParams
 from transformer_pl.tasks.classify.teacher import NaiveBayesLogisticTeacher, fit_teacher
 
 # How many times a grid may grow past its edge before the search settles for the edge.

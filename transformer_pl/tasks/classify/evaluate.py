@@ -32,7 +32,7 @@ def evaluate_classifier(
         write_classification_plots,
     )
 
-    settings = params.evaluate
+    settings, classify = params.evaluate, params.tasks.classify
     model, tokenizer, bundle = load_classifier_bundle(
         layout / Layout.FINETUNED, layout / Layout.TOKENIZER
     )
@@ -52,12 +52,12 @@ def evaluate_classifier(
     }
     metrics: dict[str, Any] = {"calibration_temperature": bundle.temperature}
     probabilities = raw
-    if settings.calibrate:
+    if classify.calibrate:
         # Fitted on val, which training did not fit on; register serves the model with it.
         temperature = fit_temperature(labels["val"], raw["val"])
         probabilities = {split: apply_temperature(raw[split], temperature) for split in raw}
         uncalibrated = classification_report(
-            labels["test"], raw["test"], label_names, settings.calibration_bins
+            labels["test"], raw["test"], label_names, classify.calibration_bins
         )
         metrics |= {
             "calibration_temperature": temperature,
@@ -66,12 +66,12 @@ def evaluate_classifier(
         }
         test_predictions[probability_columns] = probabilities["test"]
     report = classification_report(
-        labels["test"], probabilities["test"], label_names, settings.calibration_bins
+        labels["test"], probabilities["test"], label_names, classify.calibration_bins
     )
     model_scalars, _ = split_scalars(report)
     metrics |= {f"test_{key}": value for key, value in model_scalars.items()}
     val_report = classification_report(
-        labels["val"], probabilities["val"], label_names, settings.calibration_bins
+        labels["val"], probabilities["val"], label_names, classify.calibration_bins
     )
     metrics |= {f"val_{key}": val_report[key] for key in ("accuracy", "f1_macro", "log_loss")}
 
@@ -83,7 +83,7 @@ def evaluate_classifier(
     }
     for name, fit in baselines.items():
         baseline_report = classification_report(
-            labels["test"], fit["probabilities"]["test"], label_names, settings.calibration_bins
+            labels["test"], fit["probabilities"]["test"], label_names, classify.calibration_bins
         )
         baseline_scalars, _ = split_scalars(baseline_report)
         metrics |= {f"{name}_test_{key}": value for key, value in baseline_scalars.items()}
@@ -154,15 +154,14 @@ def _classification_baselines(
 
     from transformer_pl.tasks.classify.baselines import fit_nbsvm_baseline, fit_tfidf_baseline
 
-    settings = params.evaluate
     train_labels = frames["train"]["label"].to_numpy(dtype=np.int64)
     tfidf = fit_tfidf_baseline(
         frames["train"]["text"].tolist(),
         train_labels,
         texts["val"],
         labels["val"],
-        c_grid=settings.baseline_c_grid,
-        max_features=settings.baseline_max_features,
+        c_grid=params.tasks.classify.baseline_c_grid,
+        max_features=params.tasks.classify.baseline_max_features,
         seed=params.seed,
     )
     tokenizer = Tokenizer.from_file(str(layout / Layout.TOKENIZER))
@@ -177,7 +176,7 @@ def _classification_baselines(
         (ids["val"], labels["val"]),
         tokenizer.get_vocab_size(),
         num_labels,
-        params.finetune.teacher,
+        params.tasks.classify.teacher,
         params.seed,
     )
     return {

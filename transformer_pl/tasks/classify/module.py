@@ -57,7 +57,7 @@ class ClassifierModule(TransformerModule):
     freeze_encoder: train the head only (a linear probe); the encoder also stays in eval mode,
     so its dropout is off. layer_lr_decay < 1: lower encoder layers get smaller learning rates
     (see tasks/optim.py).
-    A training batch with `targets` (class probabilities, finetune.teacher) fits them instead
+    A training batch with `targets` (class probabilities, tasks.classify.teacher) fits them instead
     of its labels; its train/accuracy is against each row's most probable class.
     """
 

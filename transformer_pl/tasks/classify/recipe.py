@@ -1,6 +1,6 @@
 """What finetune trains for classification: a classifier over the pretrained encoder (or its
-word vectors), on the train split's labels — and, with finetune.teacher, on an n-gram teacher's
-class probabilities for every unlabeled text (distillation)."""
+word vectors), on the train split's labels — and, with tasks.classify.teacher, on an n-gram
+teacher's class probabilities for every unlabeled text (distillation)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def classifier_recipe(params: Params, layout: Layout, config: TransformerConfig)
     from transformer_pl.data.datamodules import ClassificationDataModule
     from transformer_pl.tasks.classify.module import ClassifierModule
 
-    settings = params.finetune
+    settings = params.tasks.classify
     config = replace(config, bigram_buckets=settings.bigram_buckets, bigram_dim=settings.bigram_dim)
     label_names = params.dataset_spec.label_names or []
     datamodule = finetune_datamodule(ClassificationDataModule, params, layout)
@@ -48,9 +48,9 @@ def classifier_recipe(params: Params, layout: Layout, config: TransformerConfig)
             label_smoothing=settings.label_smoothing,
             freeze_encoder=settings.freeze_encoder,
             layer_lr_decay=settings.layer_lr_decay,
-            optim=settings.optim,
+            optim=params.finetune.optim,
         )
-        if params.pretraining is not None:
+        if params.pretrain_objective is not None:
             keys = task.load_pretrained_encoder(pretrained_weights(layout))
             recipe.loaded.update(missing=list(keys.missing), unexpected=list(keys.unexpected))
         return task
@@ -66,7 +66,7 @@ def fit_distillation_teacher(
     num_labels: int,
     other_splits: tuple[str, ...] = (),
 ) -> tuple[Any, dict[str, list[Any]], dict[str, Any]]:
-    """finetune.teacher fitted as finetune fits it (`fit_teacher`: on train, best C and its
+    """tasks.classify.teacher fitted as finetune fits it (`fit_teacher`: on train, best C and its
     temperature on val, seeded), on whole texts: each split's texts from the split files,
     tokenized without special tokens. Returns the fit, the token ids of train, val and
     `other_splits`, and the labels of those that have them. Only those splits' files are read
@@ -95,7 +95,7 @@ def fit_distillation_teacher(
         (texts["val"], labels["val"]),
         vocab_size,
         num_labels,
-        params.finetune.teacher,
+        params.tasks.classify.teacher,
         params.seed,
     )
     return fit, texts, labels
@@ -104,7 +104,7 @@ def fit_distillation_teacher(
 def _distilled_train(
     params: Params, layout: Layout, vocab_size: int, num_labels: int
 ) -> tuple[Any, dict[str, Any]]:
-    """The classifier's training rows with finetune.teacher: the train split's texts with
+    """The classifier's training rows with tasks.classify.teacher: the train split's texts with
     one-hot targets, then the unlabeled split's with the class probabilities of an n-gram
     teacher (`fit_distillation_teacher`); `label` is each row's most probable
     class, for the training accuracy. The teacher reads whole texts: the classifier reads a

@@ -1,5 +1,5 @@
 """An n-gram teacher whose class probabilities label the unlabelled texts a classifier is then
-distilled on (finetune.teacher).
+distilled on (tasks.classify.teacher).
 
 The teacher is a logistic regression over the presence of a text's tokens and hashed token
 bigrams, each presence scaled by the feature's naive-Bayes log-count ratio between the class's
@@ -22,8 +22,8 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
 from transformer_pl.data.tokenizer import FIRST_REGULAR_ID
-from transformer_pl.params import TeacherParams
 from transformer_pl.tasks.classify.calibration import apply_temperature, fit_temperature
+from transformer_pl.tasks.classify.settings import TeacherParams
 
 # Bigram (a, b) -> a * BIGRAM_MULTIPLIER + b before the modulo: a prime above any vocabulary
 # size, so distinct bigrams collide only through the bucket count.

@@ -86,7 +86,7 @@ def evaluate_language_model(
         )
         metrics |= difference.as_metrics(f"{split}_perplexity_minus_baseline")
 
-    prompts = settings.prompts
+    prompts = params.tasks.lm.prompts
     greedy = generate_texts(
         model, tokenizer, prompts, decoding.model_copy(update={"do_sample": False})
     )

@@ -20,7 +20,7 @@ def language_model_recipe(params: Params, layout: Layout, config: TransformerCon
 
     def build_module() -> Any:
         task = CausalLMModule(config, optim=params.finetune.optim)
-        if params.pretraining is not None:
+        if params.pretrain_objective is not None:
             # The same model pretrained: every weight carries over (strict).
             task.model.load_state_dict(load_file(pretrained_weights(layout)))
         return task

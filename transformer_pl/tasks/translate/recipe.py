@@ -17,7 +17,9 @@ def translator_recipe(params: Params, layout: Layout, config: TransformerConfig)
     spec = params.dataset_spec
     return Recipe(
         build_module=lambda: TranslatorModule(
-            config, label_smoothing=params.finetune.label_smoothing, optim=params.finetune.optim
+            config,
+            label_smoothing=params.tasks.translate.label_smoothing,
+            optim=params.finetune.optim,
         ),
         datamodule=finetune_datamodule(Seq2SeqDataModule, params, layout),
         export_metadata={

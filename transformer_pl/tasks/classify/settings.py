@@ -1,0 +1,57 @@
+"""params.yaml `tasks.classify`: how a classifier is built, taught, calibrated and compared."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, PositiveFloat
+
+from transformer_pl.section import Section
+
+
+class TeacherParams(Section):
+    """tasks.classify.teacher: distil an n-gram teacher through the dataset's unlabeled split
+    (teacher.py)."""
+
+    # none: the classifier fits the train split's labels alone. nb_logistic: a naive-Bayes-
+    # weighted logistic regression over tokens and hashed token bigrams is fitted on them first,
+    # and the classifier fits the train split's labels and the teacher's class probabilities for
+    # every unlabeled text. auto: nb_logistic for a classification dataset with an unlabeled
+    # split, else none.
+    kind: Literal["auto", "none", "nb_logistic"] = "auto"
+    buckets: int = Field(2**21, ge=1)  # hashed bigram columns
+    # Inverse L2 strengths tried; the teacher keeps the best on val.
+    c_grid: list[PositiveFloat] = Field([0.1, 0.3, 1.0, 3.0], min_length=1)
+    smoothing: float = Field(1.0, gt=0)  # added to each feature's count per class
+    # Temper the teacher's probabilities to fit val's labels (one temperature) before they
+    # become the classifier's targets.
+    calibrate: bool = True
+
+
+class ClassifySettings(Section):
+    # The pretraining objectives that fit the classifier's encoder, the first being what
+    # pretrain.objective "auto" picks; and the val metric promotion decides on.
+    pretraining_objectives: ClassVar[tuple[str, ...]] = ("ppmi_svd", "mlm")
+    headline_metric: ClassVar[tuple[str, bool]] = ("val_accuracy", True)
+    input_length_key: ClassVar[str] = (
+        "encode.max_length"  # what bounds one input (<= model.max_len)
+    )
+    decodes: ClassVar[bool] = False
+
+    pooling: Literal["mean", "max", "mean_max", "cls"] = "mean"
+    classifier_dropout: float = Field(0.1, ge=0, lt=1)
+    # The encoder adds a hashed (previous token, token) embedding to each token's
+    # (model/transformer.py: BigramEmbedding); 0: off.
+    bigram_buckets: int = Field(524_288, ge=0)
+    bigram_dim: int = Field(32, gt=0)
+    freeze_encoder: bool = False
+    layer_lr_decay: float = Field(1.0, gt=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    teacher: TeacherParams = TeacherParams()
+    # Fit a temperature on val for the served probabilities (calibration.py).
+    calibrate: bool = True
+    calibration_bins: int = Field(15, ge=2)
+    # TF-IDF baseline's inverse regularisation strengths, log-scale; extended past an edge while
+    # the best on val is there.
+    baseline_c_grid: list[PositiveFloat] = Field([0.25, 1.0, 4.0, 16.0, 64.0, 256.0], min_length=1)
+    baseline_max_features: int | None = Field(None, gt=0)
