@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from transformer_pl.section import Section
-from transformer_pl.tasks.settings import TaskSettings, TasksParams
+from transformer_pl.tasks.settings import DatasetSpec, TaskSettings, TasksParams
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 DEFAULT_PROFILE = "default"
@@ -32,82 +32,6 @@ class ConfigError(ValueError):
 
 
 # --- data -------------------------------------------------------------------------------------
-
-Task = Literal["classify", "lm", "translate"]
-FileFormat = Literal["csv", "tsv", "jsonl", "parquet", "text", "parallel_text"]
-
-
-class DatasetSpec(Section):
-    """Where a dataset comes from and what its columns mean.
-
-    `splits` maps a canonical split (train, val, test, unlabeled) to a file name relative to
-    `path` (local source) or to the Hub split name (hub source). For `parallel_text` the file name
-    holds a `{lang}` placeholder filled with `source_language` and `target_language`. `text`
-    files hold one record per non-blank line (language modelling).
-    """
-
-    task: Task
-    source: Literal["local", "hub"] = "local"
-    hub_id: str | None = None
-    hub_config: str | None = None
-    path: str | None = None
-    format: FileFormat = "csv"
-    splits: dict[Literal["train", "val", "test", "unlabeled"], str]
-    text_column: str = "text"
-    label_column: str | None = None
-    target_column: str | None = None  # translation from a table: the target-language column
-    label_names: list[str] | None = None
-    # Raw label value (as written in the file) -> label name; identity on label_names when unset.
-    label_values: dict[str, str] | None = None
-    source_language: str | None = None
-    target_language: str | None = None
-    quoting: Literal["minimal", "none"] = "minimal"  # csv/tsv: "none" reads quotes as text
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DatasetSpec:
-        if self.source == "hub" and not self.hub_id:
-            raise ValueError("source 'hub' needs hub_id (e.g. 'stanfordnlp/imdb')")
-        if self.source == "local" and not self.path:
-            raise ValueError(
-                "source 'local' needs path (a folder; relative paths are looked up "
-                "under $TPL_DATA_DIR, then the project root)"
-            )
-        if self.task == "classify" and (not self.label_column or not self.label_names):
-            raise ValueError("task 'classify' needs label_column and label_names")
-        if self.label_values and self.label_names:
-            unknown = sorted(set(self.label_values.values()) - set(self.label_names))
-            if unknown:
-                raise ValueError(f"label_values maps to names not in label_names: {unknown}")
-        if self.task == "translate":
-            if not (self.source_language and self.target_language):
-                raise ValueError("task 'translate' needs source_language and target_language")
-            if self.format != "parallel_text" and not self.target_column:
-                raise ValueError(f"task 'translate' from {self.format} files needs target_column")
-        if self.format == "parallel_text" and self.task != "translate":
-            raise ValueError("format 'parallel_text' is for task 'translate'")
-        if self.format == "text" and self.task != "lm":
-            raise ValueError("format 'text' (one record per line, no columns) is for task 'lm'")
-        if "train" not in self.splits:
-            raise ValueError("splits needs a 'train' entry")
-        if self.source == "local":
-            _inside_the_dataset_folder(self.path or "", self.splits)
-        return self
-
-
-def _inside_the_dataset_folder(path: str, splits: Mapping[str, str]) -> None:
-    """A local dataset reads only below its folder: split file names are relative and never
-    climb out with `..`, and a relative folder never climbs out of where it is looked up (an
-    absolute folder is the user's explicit choice)."""
-    if ".." in PurePath(path).parts:
-        raise ValueError(f"path {path!r} climbs out with '..': name the folder itself")
-    for split, name in splits.items():
-        parts = PurePath(name).parts
-        if PurePath(name).is_absolute() or ".." in parts:
-            raise ValueError(
-                f"splits.{split} {name!r} leaves the dataset folder: give a file name relative "
-                "to path (set path to the folder that holds it)"
-            )
-
 
 class CleanParams(Section):
     unicode_form: Literal["NFC", "NFKC", "none"] = "NFKC"
@@ -461,10 +385,7 @@ class Params(Section):
         if self.register_.model_name:
             return self.register_.model_name
         spec = self.dataset_spec
-        # A translator per direction: their scores do not compare.
-        languages = [spec.source_language, spec.target_language]
-        direction = "".join(f"-{language}" for language in languages if language)
-        return f"transformer-pl-{self.dataset}{direction}"
+        return f"transformer-pl-{self.dataset}{spec.model_name_suffix}"
 
     @property
     def registration_metric(self) -> tuple[str, bool]:

@@ -11,7 +11,7 @@ from transformer_pl.tasks.classify.baselines import (
     bracketed_search,
     fit_tfidf_baseline,
 )
-from transformer_pl.tasks.lm.metrics import unigram_nll
+from transformer_pl.tasks.lm.perplexity import unigram_nll
 
 POSITIVE = ["great", "superb", "moving", "brilliant", "delightful", "wonderful"]
 NEGATIVE = ["awful", "boring", "dreadful", "clumsy", "tedious", "terrible"]

@@ -17,8 +17,8 @@ from transformer_pl.tasks.classify.report import (
     split_scalars,
     write_classification_plots,
 )
-from transformer_pl.tasks.lm.metrics import count_words, perplexity, word_perplexity
-from transformer_pl.tasks.translate.metrics import (
+from transformer_pl.tasks.lm.perplexity import count_words, perplexity, word_perplexity
+from transformer_pl.tasks.translate.bleu import (
     bleu_and_chrf,
     bleu_from_statistics,
     bleu_statistics,

@@ -98,10 +98,10 @@ def sample_positions(
 ) -> np.ndarray:
     """Positions of a seeded sample of `n` rows, in source order: stratified by the raw label
     (missing and unknown labels are strata too); a contiguous window for language-model corpora."""
-    if spec.task == "lm":
+    if spec.corpus:
         start = int(rng.integers(0, len(frame) - n + 1))
         return np.arange(start, start + n)
-    if spec.task == "classify" and frame["label"].notna().any():
+    if spec.labelled and frame["label"].notna().any():
         groups = frame["label"].fillna("\0missing").astype(str).to_numpy()
         return stratified_selection(groups, n, rng)
     return random_selection(len(frame), n, rng)
@@ -226,7 +226,7 @@ def clean_splits(
     for split, cleaner in cleaners.items():
         cleaner.drop(cleaner.frame["parse_error"].notna(), "parse_error", cleaner.frame.parse_error)
         cleaner.text = cleaner.check_text(params)
-        if spec.task == "translate":
+        if spec.parallel:
             cleaner.target = cleaner.check_text(params, "target")
             ratio = length_ratio(cleaner.text, cleaner.target)
             cleaner.drop(
@@ -234,14 +234,14 @@ def clean_splits(
                 "length_ratio",
                 "length ratio " + ratio.round(1).astype(str) + f" > {params.max_length_ratio}",
             )
-        if spec.task == "classify" and split != "unlabeled":
+        if spec.labelled and split != "unlabeled":
             cleaner.check_labels(spec)
-        if spec.task != "lm" and params.deduplicate:
+        if not spec.corpus and params.deduplicate:
             if cleaner.target is None:
                 cleaner.drop_repeats(cleaner.text, "text")
             else:
                 cleaner.drop_repeats(cleaner.text + "\t" + cleaner.target, "pair")
-    if spec.task != "lm":
+    if not spec.corpus:
         _drop_across_splits(cleaners, params)
     frames = {split: cleaner.kept_frame() for split, cleaner in cleaners.items()}
     quarantine = pd.concat(

@@ -71,13 +71,13 @@ def encode_splits(
     fingerprint = _digest(tokenizer_path.read_bytes(), params.model_dump_json().encode())
     encoder = _Encoder(tokenizer, params, fingerprint)
     encoded: dict[str, Dataset] = {}
-    if spec.task == "translate":
+    if spec.parallel:
         for split in ("train", "val"):
             encoded[split] = encoder.translation(frames[split], split)
     else:
         splits = [split for split in ("train", "val", "unlabeled") if split in frames]
         ids = {split: encoder.token_ids(frames[split], split) for split in splits}
-        if spec.task == "classify":
+        if spec.labelled:
             for split in splits:
                 encoded[split] = encoder.classification(ids[split], split)
             pretrain = [ids[split] for split in TRAINING_SPLITS if split in ids]

@@ -47,18 +47,7 @@ class RawSplit:
 
 
 def canonical_columns(spec: DatasetSpec) -> list[str]:
-    extra = {"classify": ["label"], "translate": ["target"], "lm": []}[spec.task]
-    return ["row", "text", *extra, "parse_error"]
-
-
-def source_columns(spec: DatasetSpec, split: str) -> dict[str, str]:
-    """Canonical column -> column name in the source, for a tabular split."""
-    columns = {"text": spec.text_column}
-    if spec.task == "classify" and split != "unlabeled":
-        columns["label"] = spec.label_column  # type: ignore[assignment]  # checked by DatasetSpec
-    if spec.task == "translate":
-        columns["target"] = spec.target_column  # type: ignore[assignment]
-    return columns
+    return ["row", "text", *spec.columns, "parse_error"]
 
 
 def load_splits(spec: DatasetSpec, project_root: Path) -> dict[str, RawSplit]:
@@ -80,7 +69,7 @@ def read_split(spec: DatasetSpec, split: str, project_root: Path) -> RawSplit:
     if spec.format == "text":
         frame, blank_lines = _read_lines(text, has_bad_bytes)
         return RawSplit(frame, files, blank_lines)
-    columns = source_columns(spec, split)
+    columns = spec.source_columns(split)
     records = _Records(canonical_columns(spec))
     if spec.format in ("csv", "tsv"):
         delimiter = "," if spec.format == "csv" else "\t"
@@ -303,7 +292,7 @@ def _read_hub(spec: DatasetSpec, split: str) -> RawSplit:
             f"({type(error).__name__}: {error}). Offline (HF_HUB_OFFLINE=1)? Use a local copy "
             "(source: local, path: ...)"
         ) from None
-    columns = source_columns(spec, split)
+    columns = spec.source_columns(split)
     _column_positions(dataset.column_names, columns, Path(f"{spec.hub_id}:{name}"))
     data = {column: dataset.data.column(source).to_pylist() for column, source in columns.items()}
     records = _Records(canonical_columns(spec))

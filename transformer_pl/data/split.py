@@ -61,11 +61,11 @@ def split_frames(
         sizes = ", ".join(f"{name} {size}" for name, size in carve.items())
         raise DataError(f"train has {len(train)} rows: too few to carve {sizes} rows from it")
     methods = {name: "as given by the source" for name in clean}
-    if spec.task == "lm":
+    if spec.corpus:
         carved = _tails(train, carve)
         methods.update({name: "contiguous tail of train" for name in carve})
     else:
-        stratify = spec.task == "classify" and params.stratify
+        stratify = spec.labelled and params.stratify
         carved = _sample(train, carve, stratify, np.random.default_rng(seed))
         how = "stratified sample" if stratify else "random sample"
         methods.update({name: f"{how} of train (seed {seed})" for name in carve})
@@ -75,7 +75,7 @@ def split_frames(
         "rows": {name: len(frame) for name, frame in frames.items()},
         "methods": methods,
     }
-    if spec.task == "classify":
+    if spec.labelled:
         report["label_counts"] = {
             name: {
                 spec.label_names[label]: int(count)  # type: ignore[index]
@@ -84,7 +84,7 @@ def split_frames(
             for name, frame in frames.items()
             if "label" in frame
         }
-    if "val" in carve and spec.task == "classify":
+    if "val" in carve and spec.labelled:
         report["notes"] = [CARVED_VAL_CAVEAT]
     return frames, report
 

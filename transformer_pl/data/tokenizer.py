@@ -90,7 +90,7 @@ def training_texts(
     """The texts to train on and the names of the splits (and sides) they came from."""
     texts = frames["train"]["text"].tolist()
     sources = ["train"]
-    if spec.task == "translate":
+    if spec.parallel:
         texts += frames["train"]["target"].tolist()
         sources = [f"train ({spec.source_language})", f"train ({spec.target_language})"]
     if params.use_unlabeled and "unlabeled" in frames:

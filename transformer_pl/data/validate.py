@@ -119,7 +119,7 @@ def validate_splits(
 def split_expectations(
     split: str, spec: DatasetSpec, clean: CleanParams, params: ValidateParams
 ) -> list[gxe.Expectation]:
-    texts = ["text", "target"] if spec.task == "translate" else ["text"]
+    texts = ["text", "target"] if spec.parallel else ["text"]
     labeled = _labeled(split, spec)
     columns = ["row", *texts, *(["label"] if labeled else [])]
     derived = _derived_columns(split, spec, clean)
@@ -145,7 +145,7 @@ def split_expectations(
                 value_set=list(range(len(spec.label_names or []))),
             ),
         ]
-    if spec.task != "lm" and clean.deduplicate:
+    if not spec.corpus and clean.deduplicate:
         expectations.append(
             gxe.ExpectCompoundColumnsToBeUnique(column_list=texts)
             if len(texts) > 1
@@ -168,18 +168,18 @@ def summary_expectations(spec: DatasetSpec, params: ValidateParams) -> list[gxe.
             column="quarantine_fraction", min_value=0, max_value=params.max_quarantine_fraction
         )
     ]
-    if spec.task == "classify":
+    if spec.labelled:
         # Null for unlabeled splits, which GX skips.
         expectations.append(
             gxe.ExpectColumnValuesToBeBetween(
                 column="rarest_class_fraction", min_value=params.min_class_fraction, max_value=1
             )
         )
-    if spec.task == "translate":
+    if spec.parallel:
         expectations.append(
             gxe.ExpectColumnValuesToBeBetween(column="unaligned_lines", min_value=0, max_value=0)
         )
-    if spec.task == "lm":
+    if spec.corpus:
         expectations.append(
             gxe.ExpectColumnValuesToBeBetween(column="words", min_value=params.min_words_per_split)
         )
@@ -202,22 +202,22 @@ def split_summary(
             "quarantined": len(dropped),
             "quarantine_fraction": len(dropped) / max(rows_in, 1),
         }
-        if spec.task == "classify":
+        if spec.labelled:
             row["rarest_class_fraction"] = (
                 _rarest_class_fraction(frame["label"], spec) if _labeled(split, spec) else None
             )
-        if spec.task == "translate":
+        if spec.parallel:
             row["unaligned_lines"] = int(
                 dropped["detail"].astype("string").str.startswith("no aligned line").sum()
             )
-        if spec.task == "lm":
+        if spec.corpus:
             row["words"] = int(frame["text"].str.split().str.len().sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def _labeled(split: str, spec: DatasetSpec) -> bool:
-    return spec.task == "classify" and split != "unlabeled"
+    return spec.labelled and split != "unlabeled"
 
 
 def _rarest_class_fraction(labels: pd.Series, spec: DatasetSpec) -> float:
@@ -230,8 +230,8 @@ def _rarest_class_fraction(labels: pd.Series, spec: DatasetSpec) -> float:
 def _derived_columns(split: str, spec: DatasetSpec, clean: CleanParams) -> list[str]:
     """Columns computed for validation only: translation length ratio, and for training splits
     whether the text is also in val/test (unless leakage is allowed: drop_leakage false)."""
-    derived = ["length_ratio"] if spec.task == "translate" else []
-    if spec.task != "lm" and split in TRAINING_SPLITS and clean.drop_leakage:
+    derived = ["length_ratio"] if spec.parallel else []
+    if not spec.corpus and split in TRAINING_SPLITS and clean.drop_leakage:
         derived.append("in_heldout")
     return derived
 

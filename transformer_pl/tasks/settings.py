@@ -1,12 +1,21 @@
-"""params.yaml `tasks:`, one section per task, each validated by its task's schema; only the
-dataset's task's section is read."""
+"""What params.yaml holds per task: a dataset spec per task (a union on `task`), and `tasks:`,
+one section per task, each validated by its task's schema; only the dataset's task's section is
+read."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter
+
 from transformer_pl.section import Section
-from transformer_pl.tasks.classify.settings import ClassifySettings
-from transformer_pl.tasks.lm.settings import LanguageModelSettings
-from transformer_pl.tasks.translate.settings import TranslateSettings
+from transformer_pl.tasks.classify.settings import ClassifyDataset, ClassifySettings
+from transformer_pl.tasks.lm.settings import LanguageModelDataset, LanguageModelSettings
+from transformer_pl.tasks.translate.settings import TranslateDataset, TranslateSettings
+
+DatasetSpec = Annotated[
+    ClassifyDataset | LanguageModelDataset | TranslateDataset, Field(discriminator="task")
+]
 
 TaskSettings = ClassifySettings | LanguageModelSettings | TranslateSettings
 
@@ -15,3 +24,11 @@ class TasksParams(Section):
     classify: ClassifySettings = ClassifySettings()
     lm: LanguageModelSettings = LanguageModelSettings()
     translate: TranslateSettings = TranslateSettings()
+
+
+_DATASET_SPEC: TypeAdapter[DatasetSpec] = TypeAdapter(DatasetSpec)
+
+
+def dataset_spec(**fields: Any) -> DatasetSpec:
+    """The task's dataset spec that `fields` (a `datasets.<name>` entry) describe, validated."""
+    return _DATASET_SPEC.validate_python(fields)

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transformer_pl.params import CleanParams, DatasetSpec
+from transformer_pl.params import CleanParams
+from transformer_pl.tasks.settings import dataset_spec
 from transformer_pl.data import DataError
 from transformer_pl.data.clean import (
     QUARANTINE_COLUMNS,
@@ -18,7 +19,7 @@ from transformer_pl.data.clean import (
     strip_html,
 )
 
-CLASSIFY = DatasetSpec(
+CLASSIFY = dataset_spec(
     task="classify",
     path="x",
     splits={"train": "t", "test": "t", "unlabeled": "u"},
@@ -123,7 +124,7 @@ def test_a_file_whose_labels_are_all_unknown_stops_with_a_hint():
 
 
 def test_translation_pairs_empty_side_and_length_ratio():
-    spec = DatasetSpec(
+    spec = dataset_spec(
         task="translate",
         path="x",
         format="parallel_text",
@@ -145,7 +146,7 @@ def test_translation_pairs_empty_side_and_length_ratio():
 
 
 def test_language_model_corpora_keep_repeated_lines():
-    spec = DatasetSpec(task="lm", path="x", format="text", splits={"train": "t", "test": "u"})
+    spec = dataset_spec(task="lm", path="x", format="text", splits={"train": "t", "test": "u"})
     train = raw_frame(["ROMEO:", "Ay.", "ROMEO:"]).drop(columns="label")
     test = raw_frame(["ROMEO:"]).drop(columns="label")
     result = clean_splits({"train": train, "test": test}, spec, CleanParams(), seed=0)
@@ -171,7 +172,7 @@ def test_sampling_happens_before_cleaning_and_is_stratified_and_seeded():
 
 
 def test_language_model_sample_is_a_contiguous_window():
-    spec = DatasetSpec(task="lm", path="x", format="text", splits={"train": "t"})
+    spec = dataset_spec(task="lm", path="x", format="text", splits={"train": "t"})
     frame = raw_frame([f"line {i}" for i in range(50)]).drop(columns="label")
     positions = sample_positions(frame, 10, spec, np.random.default_rng(0))
     assert np.array_equal(positions, np.arange(positions[0], positions[0] + 10))

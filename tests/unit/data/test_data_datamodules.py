@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from transformer_pl.params import DatasetSpec, EncodeParams, TokenizerParams, TrainerParams
+from transformer_pl.params import EncodeParams, TokenizerParams, TrainerParams
+from transformer_pl.tasks.settings import dataset_spec
 from transformer_pl.data.datamodules import (
     IGNORE_INDEX,
     CausalLMDataModule,
@@ -138,14 +139,14 @@ def encoded(tmp_path_factory) -> dict[str, Path]:
     train_tokenizer(
         sentences(100, 0), TokenizerParams(kind="wordpiece", vocab_size=100, min_frequency=1)
     ).save(str(tokenizer))
-    classify = DatasetSpec(
+    classify = dataset_spec(
         task="classify",
         path="x",
         splits={"train": "t"},
         label_column="l",
         label_names=["neg", "pos"],
     )
-    translate = DatasetSpec(
+    translate = dataset_spec(
         task="translate",
         path="x",
         format="parallel_text",

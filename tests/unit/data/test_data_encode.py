@@ -12,19 +12,20 @@ import pyarrow as pa
 import pytest
 from tokenizers import Tokenizer
 
-from transformer_pl.params import DatasetSpec, EncodeParams, TokenizerParams
+from transformer_pl.params import EncodeParams, TokenizerParams
+from transformer_pl.tasks.settings import dataset_spec
 from transformer_pl.data.encode import META, encode_splits, flat_token_ids, pack_blocks
 from transformer_pl.data.tokenizer import BOS_ID, CLS_ID, EOS_ID, SEP_ID, train_tokenizer
 
 WORDS = np.array(["the", "a", "film", "was", "good", "bad", "plot", "actors", "music", "end"])
-CLASSIFY = DatasetSpec(
+CLASSIFY = dataset_spec(
     task="classify",
     path="x",
     splits={"train": "t", "test": "t"},
     label_column="l",
     label_names=["neg", "pos"],
 )
-TRANSLATE = DatasetSpec(
+TRANSLATE = dataset_spec(
     task="translate",
     path="x",
     format="parallel_text",

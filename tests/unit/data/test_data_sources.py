@@ -10,20 +10,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from transformer_pl.params import DatasetSpec
+from transformer_pl.tasks.settings import dataset_spec
 from transformer_pl.data import DataError
 from transformer_pl.data.sources import read_split, resolve_folder
 
 
 def spec(**fields) -> DatasetSpec:
-    defaults = {
-        "task": "classify",
-        "path": "ds",
-        "splits": {"train": "train.csv"},
-        "label_column": "label",
-        "label_names": ["neg", "pos"],
-    }
-    return DatasetSpec(**{**defaults, **fields})
+    defaults = {"task": "classify", "path": "ds", "splits": {"train": "train.csv"}}
+    if fields.get("task", "classify") == "classify":
+        defaults |= {"label_column": "label", "label_names": ["neg", "pos"]}
+    return dataset_spec(**{**defaults, **fields})
 
 
 def write(root: Path, name: str, data: bytes) -> Path:
@@ -151,8 +147,6 @@ def test_parallel_text_aligns_lines_and_flags_the_unaligned(tmp_path):
     translation = spec(
         task="translate",
         format="parallel_text",
-        label_column=None,
-        label_names=None,
         splits={"train": "train.{lang}.gz"},
         source_language="de",
         target_language="en",

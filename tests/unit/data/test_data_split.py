@@ -6,18 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transformer_pl.params import DatasetSpec, SplitParams
+from transformer_pl.params import SplitParams
+from transformer_pl.tasks.settings import dataset_spec
 from transformer_pl.data import DEVELOPMENT_SPLITS, DataError, read_frames, write_frames
 from transformer_pl.data.split import CARVED_VAL_CAVEAT, split_frames, stratified_selection
 
-CLASSIFY = DatasetSpec(
+CLASSIFY = dataset_spec(
     task="classify",
     path="x",
     splits={"train": "t", "test": "t"},
     label_column="label",
     label_names=["a", "b", "c"],
 )
-LM = DatasetSpec(task="lm", path="x", format="text", splits={"train": "t"})
+LM = dataset_spec(task="lm", path="x", format="text", splits={"train": "t"})
 
 
 def labeled(n: int, shares: tuple[float, ...] = (0.6, 0.3, 0.1)) -> pd.DataFrame:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from transformer_pl.params import DatasetSpec, TokenizerParams
+from transformer_pl.params import TokenizerParams
+from transformer_pl.tasks.settings import dataset_spec
 from transformer_pl.data.tokenizer import (
     CLS_ID,
     SEP_ID,
@@ -85,12 +86,12 @@ def test_training_texts_come_from_train_and_optionally_unlabeled():
         "val": pd.DataFrame({"text": ["never"], "target": ["never"]}),
         "unlabeled": pd.DataFrame({"text": ["u"]}),
     }
-    classify = DatasetSpec(
+    classify = dataset_spec(
         task="classify", path="x", splits={"train": "t"}, label_column="l", label_names=["n"]
     )
     assert training_texts(frames, classify, TokenizerParams())[0] == ["a", "u"]
     assert training_texts(frames, classify, TokenizerParams(use_unlabeled=False))[0] == ["a"]
-    translate = DatasetSpec(
+    translate = dataset_spec(
         task="translate",
         path="x",
         format="parallel_text",

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from transformer_pl.params import CleanParams, DatasetSpec, ValidateParams
+from transformer_pl.params import CleanParams, ValidateParams
+from transformer_pl.tasks.settings import dataset_spec
 from transformer_pl.data.clean import QUARANTINE_COLUMNS
 from transformer_pl.data.validate import split_summary, validate_splits
 
-SPEC = DatasetSpec(
+SPEC = dataset_spec(
     task="classify",
     path="x",
     splits={"train": "t", "test": "t"},
@@ -99,7 +100,7 @@ def test_too_few_rows_fails_on_the_row_count(good, tmp_path):
 
 
 def test_summary_counts_unaligned_translation_lines():
-    spec = DatasetSpec(
+    spec = dataset_spec(
         task="translate",
         path="x",
         format="parallel_text",
@@ -113,7 +114,7 @@ def test_summary_counts_unaligned_translation_lines():
     assert summary.loc[0, "unaligned_lines"] == 1 and summary.loc[0, "quarantine_fraction"] == 0.5
 
 
-TRANSLATION = DatasetSpec(
+TRANSLATION = dataset_spec(
     task="translate",
     path="x",
     format="parallel_text",
@@ -121,7 +122,7 @@ TRANSLATION = DatasetSpec(
     source_language="de",
     target_language="en",
 )
-CORPUS = DatasetSpec(task="lm", path="x", format="text", splits={"train": "t"})
+CORPUS = dataset_spec(task="lm", path="x", format="text", splits={"train": "t"})
 
 
 def pairs(sources: list[str], targets: list[str]) -> pd.DataFrame:

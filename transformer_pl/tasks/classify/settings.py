@@ -1,12 +1,39 @@
-"""params.yaml `tasks.classify`: how a classifier is built, taught, calibrated and compared."""
+"""params.yaml for classification: its datasets' spec (`datasets.<name>` with task classify)
+and `tasks.classify`, how a classifier is built, taught, calibrated and compared."""
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, PositiveFloat
+from pydantic import Field, PositiveFloat, model_validator
 
+from transformer_pl.dataset_spec import DatasetSpecBase
 from transformer_pl.section import Section
+
+
+class ClassifyDataset(DatasetSpecBase):
+    """A dataset of texts, each with a class (the unlabeled split's without one)."""
+
+    labelled: ClassVar[bool] = True
+    columns: ClassVar[tuple[str, ...]] = ("label",)
+
+    task: Literal["classify"]
+    label_column: str
+    label_names: list[str]
+    # Raw label value (as written in the file) -> label name; identity on label_names when unset.
+    label_values: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _labels_named(self) -> ClassifyDataset:
+        if self.label_values:
+            unknown = sorted(set(self.label_values.values()) - set(self.label_names))
+            if unknown:
+                raise ValueError(f"label_values maps to names not in label_names: {unknown}")
+        return self
+
+    def source_columns(self, split: str) -> dict[str, str]:
+        columns = super().source_columns(split)
+        return columns if split == "unlabeled" else {**columns, "label": self.label_column}
 
 
 class TeacherParams(Section):

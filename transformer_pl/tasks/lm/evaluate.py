@@ -25,7 +25,7 @@ def evaluate_language_model(
 
     from transformer_pl.latency import measure_latency
     from transformer_pl.significance import paired_bootstrap
-    from transformer_pl.tasks.lm.metrics import (
+    from transformer_pl.tasks.lm.perplexity import (
         count_words,
         per_token_perplexity,
         perplexity,
@@ -108,7 +108,7 @@ def paired_val_difference(ours: Any, theirs: Any, resamples: int, seed: int) -> 
     """`val_word_perplexity_minus_champion` and its 95% interval, from two versions' per-line val
     predictions (per word: comparable across tokenizers)."""
     from transformer_pl.significance import paired_bootstrap
-    from transformer_pl.tasks.lm.metrics import per_token_perplexity
+    from transformer_pl.tasks.lm.perplexity import per_token_perplexity
 
     columns = ["model_nll", "words"]
     difference = paired_bootstrap(

@@ -1,12 +1,23 @@
-"""params.yaml `tasks.lm`: what evaluate asks of a language model beyond its perplexity."""
+"""params.yaml for language modelling: its datasets' spec (`datasets.<name>` with task lm) and
+`tasks.lm`, what evaluate asks of a language model beyond its perplexity."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from transformer_pl.dataset_spec import TABLE_FORMATS, DatasetSpecBase, FileFormat
 from transformer_pl.section import Section
+
+
+class LanguageModelDataset(DatasetSpecBase):
+    """A corpus: `text` files hold one record per non-blank line; a table, one per row."""
+
+    corpus: ClassVar[bool] = True
+    formats: ClassVar[tuple[FileFormat, ...]] = (*TABLE_FORMATS, "text")
+
+    task: Literal["lm"]
 
 
 class LanguageModelSettings(Section):

@@ -22,7 +22,7 @@ def evaluate_translator(
 
     from transformer_pl.latency import measure_latency
     from transformer_pl.significance import paired_bootstrap
-    from transformer_pl.tasks.translate.metrics import (
+    from transformer_pl.tasks.translate.bleu import (
         bleu_and_chrf,
         bleu_from_statistics,
         bleu_statistics,
@@ -95,7 +95,7 @@ def evaluate_translator(
 def paired_val_difference(ours: Any, theirs: Any, resamples: int, seed: int) -> dict[str, float]:
     """`val_bleu_minus_champion` and its 95% interval, from two versions' val translations."""
     from transformer_pl.significance import paired_bootstrap
-    from transformer_pl.tasks.translate.metrics import bleu_from_statistics, bleu_statistics
+    from transformer_pl.tasks.translate.bleu import bleu_from_statistics, bleu_statistics
 
     difference = paired_bootstrap(
         bleu_statistics(ours["translation"].tolist(), ours["reference"].tolist()),

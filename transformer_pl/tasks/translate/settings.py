@@ -1,12 +1,42 @@
-"""params.yaml `tasks.translate`: how a translator is trained."""
+"""params.yaml for translation: its datasets' spec (`datasets.<name>` with task translate) and
+`tasks.translate`, how a translator is trained."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from transformer_pl.dataset_spec import TABLE_FORMATS, DatasetSpecBase, FileFormat
 from transformer_pl.section import Section
+
+
+class TranslateDataset(DatasetSpecBase):
+    """Sentence pairs: a table with a source and a target column, or `parallel_text` files, one
+    per language, whose file name holds a `{lang}` placeholder filled with each language."""
+
+    parallel: ClassVar[bool] = True
+    columns: ClassVar[tuple[str, ...]] = ("target",)
+    formats: ClassVar[tuple[FileFormat, ...]] = (*TABLE_FORMATS, "parallel_text")
+
+    task: Literal["translate"]
+    source_language: str
+    target_language: str
+    target_column: str | None = None  # a table's target-language column
+
+    @model_validator(mode="after")
+    def _target_named(self) -> TranslateDataset:
+        if self.format != "parallel_text" and not self.target_column:
+            raise ValueError(f"task 'translate' from {self.format} files needs target_column")
+        return self
+
+    def source_columns(self, split: str) -> dict[str, str]:
+        return {**super().source_columns(split), "target": self.target_column or "target"}
+
+    @property
+    def model_name_suffix(self) -> str:
+        """A model per direction: de→en and en→de scores do not compare."""
+        return f"-{self.source_language}-{self.target_language}"
 
 
 class TranslateSettings(Section):
