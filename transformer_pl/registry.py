@@ -14,13 +14,12 @@ version is champion at once. Registration is a recoverable transaction (`registe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,12 @@ from transformer_pl.bundle import (
     read_bundle_config,
 )
 from transformer_pl.params import ServeParams
+from transformer_pl.promotion import (
+    DECISION_TAG_PREFIX,
+    RegistrationDecision,
+    recorded_decision,
+    should_promote,
+)
 from transformer_pl.serving import BUNDLE_ARTIFACT, SERVING_FILE, TEXT_COLUMN
 
 CHAMPION = "champion"
@@ -54,7 +59,6 @@ VALIDATION_PREFIX = "val_"  # the only metrics promotion may decide on
 EVALUATION_DATA_TAG = (
     "evaluation_data"  # fingerprint of the validation data a version was scored on
 )
-DECISION_TAG_PREFIX = "decision."
 PROMOTED_BY_HAND_TAG = "promoted_by_hand"  # `tpl promote`: a person moved champion here
 STATE_TAG = "registration"  # pending from version creation until the aliases have moved
 PENDING, COMPLETE = "pending", "complete"
@@ -74,39 +78,6 @@ mlflow.models.set_model({class_name}())
 
 
 # --- registration -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegistrationDecision:
-    """What `register_model` did. `version` is the new version, or (when `registered` is False)
-    the existing version with the same fingerprint. `champion_metric` is the metric of the
-    champion the challenger was compared with (None when there was none, or when it was
-    evaluated on other data and so not compared)."""
-
-    model_name: str
-    version: str
-    registered: bool
-    promoted: bool
-    champion_version: str | None
-    metric_key: str
-    challenger_metric: float | None
-    champion_metric: float | None
-    evaluation_data: str
-    champion_evaluation_data: str | None
-    reason: str
-    # The paired difference from the champion on the shared val data (`<metric>_minus_champion`
-    # and its 95% interval), when both versions' per-example predictions are at hand.
-    champion_comparison: dict[str, float] | None = None
-
-
-def registration_fingerprint(
-    git_commit: str, data_hashes: Mapping[str, str], params: Mapping[str, Any]
-) -> str:
-    """A hash of everything a model version is made from: equal inputs, equal fingerprint
-    (independent of key order)."""
-    payload = {"git_commit": git_commit, "data": dict(data_hashes), "params": dict(params)}
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 class RegistryError(RuntimeError):
@@ -189,7 +160,7 @@ def register_model(
                     STATE_TAG: PENDING,
                 },
             )
-            decision = _recorded_decision(version) or _decide(
+            decision = recorded_decision(version) or _decide(
                 client,
                 version,
                 metric_key=metric_key,
@@ -222,7 +193,7 @@ def _decide(
     same_data = champion is not None and champion_data == evaluation_data
     champion_metric = _metric_of(champion, metric_key) if same_data else None
     comparison = compare_with_champion(champion) if same_data and compare_with_champion else None
-    promoted, reason = _should_promote(
+    promoted, reason = should_promote(
         challenger_metric, champion, champion_metric, same_data, margin, greater_is_better
     )
     decision = RegistrationDecision(
@@ -244,16 +215,6 @@ def _decide(
             version.name, str(version.version), f"{DECISION_TAG_PREFIX}{field}", json.dumps(value)
         )
     return decision
-
-
-def _recorded_decision(version: ModelVersion) -> RegistrationDecision | None:
-    """The decision an interrupted registration wrote on its version, or None if it wrote none
-    (or only part of one: then it is decided again, nothing having moved yet)."""
-    names = [field.name for field in fields(RegistrationDecision)]
-    tags = {name: version.tags.get(f"{DECISION_TAG_PREFIX}{name}") for name in names}
-    if any(value is None for value in tags.values()):
-        return None
-    return RegistrationDecision(**{name: json.loads(value) for name, value in tags.items()})
 
 
 def _complete(client: MlflowClient, decision: RegistrationDecision) -> None:
@@ -281,36 +242,6 @@ def _unchanged(
         champion_evaluation_data=champion.tags.get(EVALUATION_DATA_TAG) if champion else None,
         reason=f"unchanged: version {existing.version} has the same fingerprint",
     )
-
-
-def _should_promote(
-    challenger_metric: float,
-    champion: ModelVersion | None,
-    champion_metric: float | None,
-    same_data: bool,
-    margin: float,
-    greater_is_better: bool,
-) -> tuple[bool, str]:
-    if champion is None:
-        return True, "first version: no champion yet"
-    if not same_data:
-        return False, (
-            f"not compared: champion version {champion.version} was evaluated on other "
-            "validation data (another dataset version, split or profile); versions evaluated "
-            "on different data never compete. Move champion by hand if this one should serve: "
-            f"tpl promote <version> --model {champion.name}"
-        )
-    if champion_metric is None:
-        # The metric changed since the champion was registered: the two cannot be compared, and
-        # keeping a champion no version can ever beat would freeze the registry.
-        return True, f"champion version {champion.version} has no recorded metric to compare"
-    improvement = challenger_metric - champion_metric
-    if not greater_is_better:
-        improvement = -improvement
-    comparison = f"{challenger_metric:.6g} vs champion v{champion.version} {champion_metric:.6g}"
-    if improvement > margin:
-        return True, f"beats the champion by more than {margin:g}: {comparison}"
-    return False, f"does not beat the champion by more than {margin:g}: {comparison}"
 
 
 def promote_by_hand(model_name: str, version: str) -> None:

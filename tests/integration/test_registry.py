@@ -31,6 +31,7 @@ from transformer_pl.model import (
     TransformerConfig,
 )
 from transformer_pl.params import DecodeParams, ServeParams, TokenizerParams
+from transformer_pl.promotion import registration_fingerprint
 from transformer_pl.registry import (
     CHALLENGER,
     CHAMPION,
@@ -40,7 +41,6 @@ from transformer_pl.registry import (
     load_champion,
     predict_texts,
     register_model,
-    registration_fingerprint,
 )
 from transformer_pl.tasks.classify.bundle import (
     load_classifier_bundle,

@@ -24,7 +24,8 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 
 from transformer_pl.model import SequenceClassifier, TransformerConfig
 from transformer_pl.params import ServeParams
-from transformer_pl.registry import load_champion, register_model, registration_fingerprint
+from transformer_pl.promotion import registration_fingerprint
+from transformer_pl.registry import load_champion, register_model
 from transformer_pl.tasks.classify.bundle import save_classifier_bundle
 
 MODEL_NAME = "served-classifier"

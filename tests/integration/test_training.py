@@ -28,8 +28,9 @@ from transformer_pl.lightning.trainer import (
     resolve_precision,
 )
 from transformer_pl.model import TransformerConfig
-from transformer_pl.params import OptimParams, TrainerParams
+from transformer_pl.params import TrainerParams
 from transformer_pl.pretraining.masked_lm import MaskedLMModule
+from transformer_pl.stage_sections import OptimParams
 from transformer_pl.tasks.classify.module import ClassifierModule
 from transformer_pl.tasks.lm.module import CausalLMModule
 from transformer_pl.tasks.translate.module import TranslatorModule

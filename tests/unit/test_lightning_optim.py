@@ -17,7 +17,7 @@ from transformer_pl.lightning.optim import (
     warmup_then_decay,
 )
 from transformer_pl.model import MaskedLanguageModel, SequenceClassifier, TransformerConfig
-from transformer_pl.params import OptimParams
+from transformer_pl.stage_sections import OptimParams
 
 CONFIG = TransformerConfig(
     vocab_size=50, d_model=16, n_heads=2, n_layers=3, d_ff=32, max_len=16, positional="learned"

@@ -31,7 +31,7 @@ from transformer_pl.model import (
     LMOutput,
     TransformerConfig,
 )
-from transformer_pl.params import OptimParams
+from transformer_pl.stage_sections import OptimParams
 
 # What an export is, as its config.json says: ("task", a dataset task's name) for a model
 # finetune trains, ("objective", a pretraining objective) for one only pretrain trains.

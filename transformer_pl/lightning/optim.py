@@ -22,7 +22,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from transformer_pl.model import LearnedPositionalEncoding
-from transformer_pl.params import OptimParams
+from transformer_pl.stage_sections import OptimParams
 
 Schedule = Literal["cosine", "linear", "constant"]
 

@@ -84,11 +84,8 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
     from dataclasses import asdict
 
     from transformer_pl.bundle import bundle_task
-    from transformer_pl.registry import (
-        RegistryError,
-        register_model,
-        registration_fingerprint,
-    )
+    from transformer_pl.promotion import registration_fingerprint
+    from transformer_pl.registry import RegistryError, register_model
     from transformer_pl.stages.runner import params_subset, path_hashes
     from transformer_pl.tasks.catalog import task_named
     from transformer_pl.tracking import git_commit, lineage_tags

@@ -19,7 +19,7 @@ from transformer_pl.lightning.metrics import ClassificationMetrics
 from transformer_pl.lightning.module import Batch, ExportKind, TransformerModule
 from transformer_pl.lightning.optim import layerwise_lr_scales
 from transformer_pl.model import ClassifierOutput, Pooling, SequenceClassifier, TransformerConfig
-from transformer_pl.params import OptimParams
+from transformer_pl.stage_sections import OptimParams
 
 log = logging.getLogger(__name__)
 

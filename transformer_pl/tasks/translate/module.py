@@ -17,7 +17,7 @@ from transformer_pl.lightning.metrics import TokenPredictionMetrics
 from transformer_pl.lightning.module import Batch, ExportKind, TransformerModule
 from transformer_pl.model import LMOutput, Seq2SeqTransformer, TransformerConfig
 from transformer_pl.model.heads import IGNORE_INDEX
-from transformer_pl.params import OptimParams
+from transformer_pl.stage_sections import OptimParams
 
 
 class TranslatorModule(TransformerModule):
