@@ -1,6 +1,6 @@
 """How far the distilled classifier is from its n-gram teacher, and where.
 
-For a workspace whose finetune stage distilled `finetune.teacher` (a folder `tpl run` or
+For a workspace whose finetune stage distilled `tasks.classify.teacher` (a folder `tpl run` or
 `dvc repro` ran in: params.yaml, data/processed, models/finetune), this refits the teacher as
 finetune did (same params, seed, splits and tokenizer) and reads the val split with both (never
 test: a diagnostic that guides choices reads val, DESIGN.md "Evaluation protocol"): the
@@ -69,7 +69,7 @@ def main() -> None:
 
     params = load_params(args.workspace / "params.yaml", args.profile)
     if params.teacher is None:
-        raise SystemExit(f"{args.workspace}: finetune distils no teacher (finetune.teacher.kind)")
+        raise SystemExit(f"{args.workspace}: finetune distils no teacher (tasks.classify.teacher.kind)")
     layout = Layout(args.workspace)
     model, tokenizer, config = load_classifier_bundle(
         layout / Layout.FINETUNED, layout / Layout.TOKENIZER

@@ -115,7 +115,7 @@ def test_tiny_lm_perplexity_is_far_below_the_uniform_bound(lm_run: ProfileRun) -
 
 def test_tiny_lm_writes_greedy_and_sampled_samples_as_artifacts(lm_run: ProfileRun) -> None:
     samples = lm_run.json("metrics/samples.json")
-    prompts = load_params(lm_run.workspace.root / "params.yaml", "tiny-lm").evaluate.prompts
+    prompts = load_params(lm_run.workspace.root / "params.yaml", "tiny-lm").tasks.lm.prompts
     assert [sample["prompt"] for sample in samples["samples"]] == prompts
     assert all(sample["greedy"].strip() for sample in samples["samples"]), samples
     with tracking(lm_run) as client:
