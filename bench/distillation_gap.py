@@ -69,7 +69,9 @@ def main() -> None:
 
     params = load_params(args.workspace / "params.yaml", args.profile)
     if params.teacher is None:
-        raise SystemExit(f"{args.workspace}: finetune distils no teacher (tasks.classify.teacher.kind)")
+        raise SystemExit(
+            f"{args.workspace}: finetune distils no teacher (tasks.classify.teacher.kind)"
+        )
     layout = Layout(args.workspace)
     model, tokenizer, config = load_classifier_bundle(
         layout / Layout.FINETUNED, layout / Layout.TOKENIZER

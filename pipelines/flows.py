@@ -62,7 +62,13 @@ from transformer_pl.atomic import move_aside
 from transformer_pl.params import ConfigError, Params
 from transformer_pl.stages import STAGES, Layout, StageError, StageSpec
 from transformer_pl.stages.runner import run_stage, stage_input_key
-from transformer_pl.tracking import configure_tracking, lineage_tags, pipeline_run, tracking_uri
+from transformer_pl.tracking import (
+    configure_tracking,
+    lineage_tags,
+    log_headline,
+    pipeline_run,
+    tracking_uri,
+)
 
 # Which flow runs which stage. Each group runs its stages in STAGES order; a stage not yet
 # defined in STAGES is simply not run.
@@ -354,6 +360,7 @@ def _run_pipeline(profile: str | None, params_file: str | None) -> PipelineResul
                 )
                 stages |= group_result.stages
                 uncommitted += group_result.uncommitted_in_dvc
+            log_headline(stages)
     finally:
         if uncommitted:
             DVC_COMMIT_TASK(*uncommitted)

@@ -236,6 +236,31 @@ def pipeline_run(
                 os.environ.pop(PARENT_RUN_ENV, None)
 
 
+# An evaluation figure: a split's metric of the model or a baseline ("val_accuracy",
+# "nbsvm_test_accuracy", "test_accuracy_minus_baseline_ci95_low"); a timing is not one.
+SPLIT_FIGURE = re.compile(r"(?:^|_)(?:val|test)_(?!.*_(?:seconds|ms)$)")
+DECISION_TAGS = ("version", "registered", "promoted", "champion_version", "reason")
+
+
+def log_headline(stages: Mapping[str, Mapping[str, Any]]) -> None:
+    """The evaluation's figures and the registry's decision on the active (parent) run, so the
+    runs table compares pipeline runs without expanding them into their stages."""
+    evaluation = stages.get("evaluate") or {}
+    mlflow.log_metrics(
+        {
+            key: float(value)
+            for key, value in evaluation.items()
+            if isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and SPLIT_FIGURE.search(key)
+        }
+    )
+    decision = stages.get("register") or {}
+    mlflow.set_tags(
+        {f"registry.{key}": str(decision[key]) for key in DECISION_TAGS if key in decision}
+    )
+
+
 def _stage_run_name(stage_name: str, tags: Mapping[str, str]) -> str:
     return "-".join(part for part in (tags.get("dataset"), tags.get("profile"), stage_name) if part)
 

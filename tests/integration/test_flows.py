@@ -227,6 +227,12 @@ def test_tpl_run_tracks_the_pipeline_in_one_mlflow_run(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
     )
     assert {stage.data.tags["stage"] for stage in stage_runs} == set(STAGES)
+    # The parent run carries the headline, so the collapsed runs table compares pipeline runs.
+    evaluation = json.loads((root / "metrics" / "evaluate.json").read_text())
+    for key in ("val_accuracy", "test_accuracy", "nbsvm_val_accuracy", "val_accuracy_minus_nbsvm"):
+        assert run.data.metrics[key] == pytest.approx(evaluation[key]), key
+    assert "test_predict_seconds" not in run.data.metrics  # a timing, not a figure
+    assert run.data.tags["registry.version"] == "1" and run.data.tags["registry.promoted"] == "True"
     _assert_dvc_clean(root, list(STAGES))
     # Run again now, nothing would change: `tpl run` answers from the records, without Prefect.
     unchanged = workspace.unchanged_pipeline("tiny", root / "params.yaml")

@@ -320,7 +320,7 @@ class ClassificationDataModule(_EncodedDataModule):
 
     `train_dataset`, when set before training, replaces the encoded train split: rows with
     `targets`, a probability per class that the loss fits instead of `label` (distillation,
-    stages/training.py); batches then carry them."""
+    tasks/classify/recipe.py); batches then carry them."""
 
     columns = ("input_ids", "label")
     train_dataset: datasets.Dataset | None = None

@@ -33,9 +33,9 @@ DEFAULT_BATCH_SIZE = 32
 
 @dataclass(frozen=True)
 class SequenceBundleConfig:
-    """config.json of a language-model ("clm") or translation ("translate") bundle.
+    """config.json of a language-model ("lm") or translation ("translate") bundle.
 
-    max_length: clm — the training block size, the context scored at once; translate — the
+    max_length: lm — the training block size, the context scored at once; translate — the
     source ids kept (longer sources are cut, as in training). `decoding`: the defaults the
     registered model decodes with (a training bundle has none: DecodeParams' defaults).
     """
