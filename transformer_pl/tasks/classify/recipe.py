@@ -21,7 +21,7 @@ def classifier_recipe(params: Params, layout: Layout, config: TransformerConfig)
 
     settings = params.tasks.classify
     config = replace(config, bigram_buckets=settings.bigram_buckets, bigram_dim=settings.bigram_dim)
-    label_names = params.dataset_spec.label_names or []
+    label_names = params.dataset_spec.label_names
     datamodule = finetune_datamodule(ClassificationDataModule, params, layout)
     summary: dict[str, Any] = {"teacher": params.teacher or "none"}
     if params.teacher == "nb_logistic":
@@ -39,7 +39,7 @@ def classifier_recipe(params: Params, layout: Layout, config: TransformerConfig)
     )
 
     def build_module() -> Any:
-        task = ClassifierModule(
+        module = ClassifierModule(
             config,
             num_labels=len(label_names),
             label_names=label_names,
@@ -51,9 +51,9 @@ def classifier_recipe(params: Params, layout: Layout, config: TransformerConfig)
             optim=params.finetune.optim,
         )
         if params.pretrain_objective is not None:
-            keys = task.load_pretrained_encoder(pretrained_weights(layout))
+            keys = module.load_pretrained_encoder(pretrained_weights(layout))
             recipe.loaded.update(missing=list(keys.missing), unexpected=list(keys.unexpected))
-        return task
+        return module
 
     recipe.build_module = build_module
     return recipe

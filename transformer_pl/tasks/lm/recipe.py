@@ -19,11 +19,11 @@ def language_model_recipe(params: Params, layout: Layout, config: TransformerCon
     from transformer_pl.tasks.lm.module import CausalLMModule
 
     def build_module() -> Any:
-        task = CausalLMModule(config, optim=params.finetune.optim)
+        module = CausalLMModule(config, optim=params.finetune.optim)
         if params.pretrain_objective is not None:
             # The same model pretrained: every weight carries over (strict).
-            task.model.load_state_dict(load_file(pretrained_weights(layout)))
-        return task
+            module.model.load_state_dict(load_file(pretrained_weights(layout)))
+        return module
 
     return Recipe(
         build_module=build_module,
