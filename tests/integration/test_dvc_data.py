@@ -68,7 +68,11 @@ def test_the_committed_dvc_yaml_is_the_generated_one():
     [
         # The teacher tempers its probabilities (calibration.py) inside finetune; evaluate fits
         # the served temperature with it too.
-        ("transformer_pl/calibration.py", {"finetune", "evaluate"}, {"ingest", "tokenizer"}),
+        (
+            "transformer_pl/tasks/classify/calibration.py",
+            {"finetune", "evaluate"},
+            {"ingest", "tokenizer"},
+        ),
         # Pretraining encodes its blocks with data/encode.py.
         ("transformer_pl/data/encode.py", {"encode", "pretrain"}, {"ingest", "split"}),
         # Behaviour in the config (the `auto` objective, defaults) reaches every stage.
