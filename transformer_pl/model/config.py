@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 Positional = Literal["sinusoidal", "learned", "rope"]
-Activation = Literal["gelu", "relu"]
+# "gelu_tanh": the tanh approximation of GELU that GPT-2 was trained with ("gelu_new").
+Activation = Literal["gelu", "relu", "gelu_tanh"]
 AttentionImpl = Literal["sdpa", "reference"]
 # How a classifier turns token states into one vector (model/heads.py: SequenceClassifier).
 Pooling = Literal["mean", "max", "mean_max", "cls"]
@@ -45,6 +46,10 @@ class TransformerConfig:
     # model/transformer.py: BigramEmbedding); 0: off. Decoders do not read them.
     bigram_buckets: int = 0
     bigram_dim: int = 32
+    # False: token embeddings are not multiplied by √d_model (BERT, GPT-2 checkpoints expect that).
+    scale_embeddings: bool = True
+    # True: a LayerNorm over the summed token and position embeddings, before dropout (BERT).
+    embedding_norm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):

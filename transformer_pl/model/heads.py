@@ -228,7 +228,8 @@ def count_parameters(config: TransformerConfig, kind: ModelKind, num_labels: int
     # The sinusoidal encoding and RoPE have no parameters.
     positional = config.max_len * D if config.positional == "learned" else 0
     final_norm = layer_norm if config.norm_first else 0
-    stack_input = positional + final_norm  # per stack, besides its layers
+    embedding_norm = layer_norm if config.embedding_norm else 0
+    stack_input = positional + final_norm + embedding_norm  # per stack, besides its layers
     embedding = V * D
     # Encoders only (BigramEmbedding): its table, row 0 for no pair included, and projection.
     bigrams = (config.bigram_buckets + 1 + D) * config.bigram_dim if config.bigram_buckets else 0

@@ -9,6 +9,7 @@ stack; gradients at initialisation are well-behaved without learning-rate warm-u
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch.nn.functional as F
@@ -18,6 +19,12 @@ from transformer_pl.model.attention import KVCache, MultiHeadAttention
 from transformer_pl.model.config import TransformerConfig
 from transformer_pl.model.positional import RotaryEmbedding
 
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "gelu_tanh": functools.partial(F.gelu, approximate="tanh"),
+}
+
 
 class FeedForward(nn.Module):
     """FFN(x) = act(xW₁ + b₁)W₂ + b₂, the same two-layer MLP at every position (equation 2)."""
@@ -26,7 +33,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.w_1 = nn.Linear(d_model, d_ff)
         self.w_2 = nn.Linear(d_ff, d_model)
-        self.activation = F.gelu if activation == "gelu" else F.relu
+        self.activation: Callable[[Tensor], Tensor] = _ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.w_2(self.activation(self.w_1(x)))

@@ -34,11 +34,17 @@ class TokenEmbedding(nn.Embedding):
 
     With N(0, 0.02²) initialisation the unscaled vectors (norm ≈ 0.3 at d_model = 256) would be
     drowned by the sinusoidal encoding (norm √(d_model/2) ≈ 11); scaled, they are comparable.
-    The unscaled `weight` is what a tied output projection shares.
+    The unscaled `weight` is what a tied output projection shares. `scale=False` skips the
+    factor, for checkpoints trained without it (BERT, GPT-2).
     """
 
+    def __init__(self, num_embeddings: int, embedding_dim: int, scale: bool = True) -> None:
+        super().__init__(num_embeddings, embedding_dim)
+        self.scale = scale
+
     def forward(self, input_ids: Tensor) -> Tensor:
-        return super().forward(input_ids) * math.sqrt(self.embedding_dim)
+        x = super().forward(input_ids)
+        return x * math.sqrt(self.embedding_dim) if self.scale else x
 
 
 def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
@@ -106,7 +112,9 @@ class _Stack(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
-        self.embedding = TokenEmbedding(config.vocab_size, config.d_model)
+        self.embedding = TokenEmbedding(
+            config.vocab_size, config.d_model, scale=config.scale_embeddings
+        )
         self.positional: nn.Module | None = None
         if config.positional == "sinusoidal":
             self.positional = SinusoidalPositionalEncoding(config.max_len, config.d_model)
@@ -115,6 +123,11 @@ class _Stack(nn.Module):
         self.rope = (
             RotaryEmbedding(config.head_dim, config.max_len)
             if config.positional == "rope"
+            else None
+        )
+        self.embedding_norm = (
+            nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+            if config.embedding_norm
             else None
         )
         self.dropout = nn.Dropout(config.dropout)
@@ -143,6 +156,8 @@ class _Stack(nn.Module):
             x = x + added
         if self.positional is not None:
             x = x + self.positional(positions)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
         return self.dropout(x)
 
 

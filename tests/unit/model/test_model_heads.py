@@ -26,6 +26,8 @@ VARIANTS = [
     {"tie_embeddings": False},
     {"activation": "relu", "attention_impl": "reference"},
     {"n_decoder_layers": 3},
+    # What converted BERT/GPT-2 checkpoints use (pretraining/huggingface.py).
+    {"embedding_norm": True, "scale_embeddings": False, "activation": "gelu_tanh"},
 ]
 
 
