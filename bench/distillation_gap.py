@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.workspace / "params.yaml", args.profile)
-    if params.teacher is None:
+    if params.tasks.classify.teacher_for(params.dataset_spec) is None:
         raise SystemExit(
             f"{args.workspace}: finetune distils no teacher (tasks.classify.teacher.kind)"
         )

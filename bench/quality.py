@@ -4,7 +4,8 @@ For each dataset and seed: the data stages (the seed decides the val split), the
 the same scratch workspace — `pretrained` (pretrain → finetune → evaluate, as `tpl run` does)
 and `scratch` (finetune from random weights → evaluate) — each stage in a fresh process, as
 `dvc repro` runs them. evaluate fits the baselines (TF-IDF + LR and NBSVM for classification,
-unigram frequencies for a language model, the untranslated source for translation) on the same
+unigram frequencies for a language model, the untranslated source for translation, the CoNLL
+shared-task phrase lookup for NER, the sliding window for QA) on the same
 splits and writes the paired 95% interval of model minus baseline, so every line compares
 numbers from the same run. MLflow tracking and registration are left out (see "Pipeline
 overhead").
@@ -20,6 +21,10 @@ Language modelling and translation: `--sequence PROFILE ...` runs the whole path
 profile (its dataset, trained from scratch) under each seed and reports the same table:
 
     .venv/bin/python bench/quality.py --sequence lm translate [--seeds 42 7]
+
+NER and QA: their datasets with their bench profiles, e.g.
+
+    .venv/bin/python bench/quality.py --datasets conll2003 --profile ner --arms pretrained
 """
 
 from __future__ import annotations
@@ -150,14 +155,24 @@ TASK_METRICS = {
     "classify": ("accuracy", ("baseline", "nbsvm"), False),
     "lm": ("perplexity", ("baseline",), True),
     "translate": ("bleu", ("baseline",), False),
+    "tag": ("f1", ("baseline",), False),
+    "qa": ("f1", ("baseline",), False),
 }
 SYSTEM_NAMES = {"model": "model", "baseline": "baseline", "nbsvm": "NBSVM"}
 
 
 def task_of(metrics: dict[str, Any]) -> str:
-    if "test_accuracy" in metrics:
-        return "classify"
-    return "lm" if "test_perplexity" in metrics else "translate"
+    """The task whose evaluate wrote `metrics`, by a key only it writes."""
+    for task, key in (
+        ("classify", "test_accuracy"),
+        ("lm", "test_perplexity"),
+        ("translate", "test_bleu"),
+        ("tag", "baseline_phrases"),
+        ("qa", "test_exact_match"),
+    ):
+        if key in metrics:
+            return task
+    raise ValueError(f"no task's metrics: {sorted(metrics)[:10]}")
 
 
 def system_value(metrics: dict[str, Any], system: str, split: str, metric: str) -> float:

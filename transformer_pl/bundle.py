@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Tokenizer
+
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -34,3 +36,11 @@ def bundle_file(directory: str | Path, name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"bundle file missing: {path}")
     return path
+
+
+def bundle_tokenizer(directory: str | Path, tokenizer_path: str | Path | None = None) -> Tokenizer:
+    """The bundle's tokenizer: its own `tokenizer.json` unless `tokenizer_path` names another."""
+    path = Path(tokenizer_path) if tokenizer_path else Path(directory) / TOKENIZER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer not found: {path}")
+    return Tokenizer.from_file(str(path))

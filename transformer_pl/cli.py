@@ -299,9 +299,17 @@ def _registered_model(model: str | None, params_file: Path | None, profile: str 
 @app.command()
 def predict(
     texts: Annotated[
-        list[str],
-        typer.Argument(help="texts to classify, prompts to continue or sentences to translate"),
-    ],
+        list[str] | None,
+        typer.Argument(
+            help="texts to classify, tag, continue or translate (QA: --question and --context)"
+        ),
+    ] = None,
+    question: Annotated[
+        str | None, typer.Option(help="QA: the question to answer from --context")
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option(help="QA: the paragraph that holds the answer")
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option("--model", help="registered model name (default: from params)"),
@@ -311,31 +319,52 @@ def predict(
     params_file: ParamsOption = None,
 ) -> None:
     """Run texts through a registered model (`models:/<name>@<alias>`), a line per text: a
-    classifier's label and probabilities, a language model's continuation or a translation,
-    then the text."""
+    classifier's label and probabilities, a tagger's entities, a language model's continuation
+    or a translation, then the text. A QA model answers --question from --context: the answer,
+    its score and its character offsets."""
+    import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from transformer_pl.registry import predict_texts
+    from transformer_pl.registry import predict_frame
+    from transformer_pl.serving import TEXT_COLUMN
     from transformer_pl.tasks.classify.predict import PROBABILITY_PREFIX
 
+    asks = question is not None or context is not None
+    if asks == bool(texts) or (asks and (question is None or context is None)):
+        typer.echo("give texts, or (for a QA model) both --question and --context", err=True)
+        raise typer.Exit(2)
     model_name = _registered_model(model, params_file, profile)
+    frame = (
+        pd.DataFrame({"question": [question], "context": [context]})
+        if asks
+        else pd.DataFrame({TEXT_COLUMN: texts})
+    )
     try:
-        predictions = predict_texts(model_name, texts, alias=alias)
+        predictions = predict_frame(model_name, frame, alias=alias)
     except MlflowException as error:
         typer.echo(f"cannot use models:/{model_name}@{alias}: {error.message}", err=True)
         raise typer.Exit(1) from None
-    for text, row in zip(texts, predictions.to_dict("records"), strict=True):
-        if "label" not in row:  # a continuation or a translation, on one line
+    inputs = [question] if asks else list(texts or [])
+    for text, row in zip(inputs, predictions.to_dict("records"), strict=True):
+        if "answer" in row:
+            typer.echo(f"{row['answer']}\t{row['score']:.3f}\t{row['start']}:{row['end']}\t{text}")
+        elif "entities" in row:
+            entities = "  ".join(
+                f"{entity['type']}={entity['text']}[{entity['start']}:{entity['end']}]"
+                for entity in row["entities"]
+            )
+            typer.echo(f"{entities}\t{text}")
+        elif "label" in row:
+            probabilities = "  ".join(
+                f"{column.removeprefix(PROBABILITY_PREFIX)}={value:.3f}"
+                for column, value in row.items()
+                if column.startswith(PROBABILITY_PREFIX)
+            )
+            typer.echo(f"{row['label']}\t{probabilities}\t{text}")
+        else:  # a continuation or a translation, on one line
             (answer,) = row.values()
             escaped = answer.replace("\n", "\\n")
             typer.echo(f"{escaped}\t{text}")
-            continue
-        probabilities = "  ".join(
-            f"{column.removeprefix(PROBABILITY_PREFIX)}={value:.3f}"
-            for column, value in row.items()
-            if column.startswith(PROBABILITY_PREFIX)
-        )
-        typer.echo(f"{row['label']}\t{probabilities}\t{text}")
 
 
 @app.command()

@@ -5,20 +5,27 @@ adds its own columns and tells the data stages what its rows are (the class flag
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import model_validator
 
 from transformer_pl.section import Section
 
-FileFormat = Literal["csv", "tsv", "jsonl", "parquet", "text", "parallel_text"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+FileFormat = Literal[
+    "csv", "tsv", "jsonl", "parquet", "text", "parallel_text", "conll", "squad_json"
+]
 TABLE_FORMATS: tuple[FileFormat, ...] = ("csv", "tsv", "jsonl", "parquet")
 
 
 class DatasetSpecBase(Section):
     """`splits` maps a canonical split (train, val, test, unlabeled) to a file name relative to
-    `path` (local source) or to the Hub split name (hub source)."""
+    `path` (local source; a list of names: their records one after the other) or to the Hub
+    split name (hub source)."""
 
     # What the data stages do with the rows of the task's datasets. labelled: each row carries
     # a class (stratified sampling and splits, class-balance checks); parallel: each row pairs a
@@ -27,6 +34,20 @@ class DatasetSpecBase(Section):
     labelled: ClassVar[bool] = False
     parallel: ClassVar[bool] = False
     corpus: ClassVar[bool] = False
+    # tagged: each row's words carry one tag each (`tags`), predicted word by word.
+    tagged: ClassVar[bool] = False
+    # extractive: each row asks a question whose answers are spans of its text (QA).
+    extractive: ClassVar[bool] = False
+    # Computed from a cleaned split for the task's expectations only (validation_values).
+    validation_columns: ClassVar[tuple[str, ...]] = ()
+    # What makes two rows the same example (duplicates; unique in validation).
+    example_columns: ClassVar[tuple[str, ...]] = ("text",)
+    # Rows sharing this column's value stay in one split when val/test are carved from train
+    # (QA: a paragraph's questions); None: rows are carved one by one.
+    group_column: ClassVar[str | None] = None
+    # Clean normalises `text` (HTML, Unicode, whitespace); False keeps it byte for byte (QA:
+    # answers are character offsets into it).
+    normalised_text: ClassVar[bool] = True
     columns: ClassVar[tuple[str, ...]] = ()  # canonical columns besides `text`
     formats: ClassVar[tuple[FileFormat, ...]] = TABLE_FORMATS  # the file formats it reads
 
@@ -36,7 +57,7 @@ class DatasetSpecBase(Section):
     hub_config: str | None = None
     path: str | None = None
     format: FileFormat = "csv"
-    splits: dict[Literal["train", "val", "test", "unlabeled"], str]
+    splits: dict[Literal["train", "val", "test", "unlabeled"], str | list[str]]
     text_column: str = "text"
     quoting: Literal["minimal", "none"] = "minimal"  # csv/tsv: "none" reads quotes as text
 
@@ -56,6 +77,12 @@ class DatasetSpecBase(Section):
             )
         if "train" not in self.splits:
             raise ValueError("splits needs a 'train' entry")
+        several = [split for split, names in self.splits.items() if isinstance(names, list)]
+        if several and (self.source == "hub" or self.format == "parallel_text"):
+            raise ValueError(
+                f"splits.{several[0]} lists several files: only local sources read several "
+                "files per split (not the Hub, not parallel_text)"
+            )
         if self.source == "local":
             _inside_the_dataset_folder(self.path or "", self.splits)
         return self
@@ -69,17 +96,45 @@ class DatasetSpecBase(Section):
         """What the default registered model name adds after the dataset's name."""
         return ""
 
+    def check_rows(self, text: pd.Series, frame: pd.DataFrame) -> RowChecks:
+        """Clean's task checks, after the text is normalised (`text`): the task's columns as
+        kept, and the rows to drop with their reason. `frame` holds the raw columns."""
+        return RowChecks()
 
-def _inside_the_dataset_folder(path: str, splits: Mapping[str, str]) -> None:
+    def validation_values(self, frame: pd.DataFrame) -> dict[str, Any]:
+        """The `validation_columns`, computed from a cleaned split."""
+        return {}
+
+    def expectations(self) -> list[Any]:
+        """The task's Great Expectations expectations over every split (and its
+        validation_columns)."""
+        return []
+
+
+@dataclass
+class RowChecks:
+    """What a task's clean checks found: its columns as kept (normalised) and, per reason,
+    the rows to drop: (mask over the split's rows, reason, detail for every row or one)."""
+
+    columns: dict[str, pd.Series] = field(default_factory=dict)
+    problems: list[tuple[pd.Series, str, pd.Series | str]] = field(default_factory=list)
+
+
+def split_files(names: str | list[str]) -> list[str]:
+    """A split's file names (one or several)."""
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _inside_the_dataset_folder(path: str, splits: Mapping[str, str | list[str]]) -> None:
     """A local dataset reads only below its folder: split file names are relative and never
     climb out with `..`, and a relative folder never climbs out of where it is looked up (an
     absolute folder is the user's explicit choice)."""
     if ".." in PurePath(path).parts:
         raise ValueError(f"path {path!r} climbs out with '..': name the folder itself")
-    for split, name in splits.items():
-        parts = PurePath(name).parts
-        if PurePath(name).is_absolute() or ".." in parts:
-            raise ValueError(
-                f"splits.{split} {name!r} leaves the dataset folder: give a file name relative "
-                "to path (set path to the folder that holds it)"
-            )
+    for split, names in splits.items():
+        for name in split_files(names):
+            if PurePath(name).is_absolute() or ".." in PurePath(name).parts:
+                raise ValueError(
+                    f"splits.{split} {name!r} leaves the dataset folder: give a file name "
+                    "relative to path (set path to the folder that holds it)"
+                )

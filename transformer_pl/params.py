@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -103,14 +103,9 @@ class Params(Section):
                 f"objective is '{objective}' (dataset '{self.dataset}', task '{task}'): set it "
                 "to 'random'"
             )
-        splits = self.dataset_spec.splits
-        teacher = self.tasks.classify.teacher.kind
-        if task == "classify" and teacher == "nb_logistic" and "unlabeled" not in splits:
-            raise ValueError(
-                f"tasks.classify.teacher.kind '{teacher}' labels the dataset's "
-                f"unlabeled split, and dataset '{self.dataset}' has none (splits: "
-                f"{', '.join(splits)}): add one or set it to 'none'"
-            )
+        problem = self.task_settings.dataset_problem(self.dataset_spec)
+        if problem is not None:
+            raise ValueError(f"dataset '{self.dataset}': {problem}")
         # Positions beyond max_len have no encoding: what a model reads at once must fit.
         key = self.task_settings.input_length_key
         longest = getattr(self.encode, key.removeprefix("encode."))
@@ -154,17 +149,6 @@ class Params(Section):
             return None
         objective = fitting[0] if self.pretrain.objective == "auto" else self.pretrain.objective
         return objective  # type: ignore[return-value]  # one of PretrainingObjective
-
-    @property
-    def teacher(self) -> Literal["nb_logistic"] | None:
-        """The teacher a classifier's finetune distils through the unlabeled split; None when
-        there is none."""
-        if self.dataset_spec.task != "classify":
-            return None
-        kind = self.tasks.classify.teacher.kind
-        if kind == "auto":
-            return "nb_logistic" if "unlabeled" in self.dataset_spec.splits else None
-        return None if kind == "none" else kind
 
     @property
     def model_name(self) -> str:

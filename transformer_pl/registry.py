@@ -49,7 +49,7 @@ from transformer_pl.promotion import (
     recorded_decision,
     should_promote,
 )
-from transformer_pl.serving import BUNDLE_ARTIFACT, SERVING_FILE, TEXT_COLUMN
+from transformer_pl.serving import BUNDLE_ARTIFACT, SERVING_FILE
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -408,8 +408,8 @@ def load_champion(model_name: str, alias: str = CHAMPION) -> mlflow.pyfunc.PyFun
     return mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")
 
 
-def predict_texts(model_name: str, texts: Sequence[str], alias: str = CHAMPION) -> pd.DataFrame:
-    """`texts` through the registered model behind `alias`: labels and probabilities, the
-    continuations or the translations, a row per text."""
-    model = load_champion(model_name, alias)
-    return model.predict(pd.DataFrame({TEXT_COLUMN: list(texts)}))
+def predict_frame(model_name: str, frame: pd.DataFrame, alias: str = CHAMPION) -> pd.DataFrame:
+    """`frame` (a `text` column; QA: `question` and `context`) through the registered model
+    behind `alias`: labels and probabilities, entities, answers, continuations or translations,
+    a row per input row."""
+    return load_champion(model_name, alias).predict(frame)

@@ -52,6 +52,11 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         texts = model_input[TEXT_COLUMN].astype(str).tolist()
+        self.check_limits(texts)
+        return self.answer(texts, params or {})
+
+    def check_limits(self, texts: list[str]) -> None:
+        """Refuse more rows, or a longer text, than the serving limits allow."""
         if len(texts) > self.limits.max_rows:
             raise refused(
                 f"{len(texts)} rows in one request; at most {self.limits.max_rows}", "max_rows"
@@ -62,7 +67,6 @@ class BundleModel(mlflow.pyfunc.PythonModel):
                 f"a text of {longest} characters; at most {self.limits.max_text_chars}",
                 "max_text_chars",
             )
-        return self.answer(texts, params or {})
 
     def answer(self, texts: list[str], params: dict[str, Any]) -> pd.DataFrame:
         raise NotImplementedError

@@ -70,6 +70,9 @@ class TokenizerParams(Section):
 class EncodeParams(Section):
     max_length: int = Field(512, ge=8)  # classification / translation sequence cap
     block_size: int = Field(128, ge=8)  # packed language-model blocks
+    # QA: tokens two consecutive windows of one long context share, and the question's cap.
+    stride: int = Field(128, ge=0)
+    max_question_tokens: int = Field(64, gt=0)
     num_proc: int = Field(1, ge=1)
 
 

@@ -12,12 +12,15 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pytest
+from mlflow import MlflowClient
 
 # One subprocess may train the tiny model; far above its few minutes, only a guard against a hang.
 COMMAND_TIMEOUT_SECONDS = 1200
@@ -38,6 +41,15 @@ class PipelineRun:
 
     def json(self, relative: str) -> dict[str, Any]:
         return json.loads((self.workspace.root / relative).read_text(encoding="utf-8"))
+
+    @contextmanager
+    def tracking(self) -> Iterator[MlflowClient]:
+        """MLflow pointed at the workspace's store for the duration (models:/ URIs resolve)."""
+        mlflow.set_tracking_uri(self.workspace.tracking_uri)
+        try:
+            yield MlflowClient(self.workspace.tracking_uri)
+        finally:
+            mlflow.set_tracking_uri(None)
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,13 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
 from transformer_pl.params import load_params
 
@@ -84,16 +82,6 @@ def profile_run(request: pytest.FixtureRequest) -> ProfileRun:
     return request.getfixturevalue(PROFILES[request.param][0])
 
 
-@contextmanager
-def tracking(run: ProfileRun) -> Iterator[MlflowClient]:
-    """MLflow pointed at the run's workspace store for the duration (models:/ URIs resolve)."""
-    mlflow.set_tracking_uri(run.workspace.tracking_uri)
-    try:
-        yield MlflowClient(run.workspace.tracking_uri)
-    finally:
-        mlflow.set_tracking_uri(None)
-
-
 # --- language modelling -----------------------------------------------------------------------
 
 
@@ -118,7 +106,7 @@ def test_tiny_lm_writes_greedy_and_sampled_samples_as_artifacts(lm_run: ProfileR
     prompts = load_params(lm_run.workspace.root / "params.yaml", "tiny-lm").tasks.lm.prompts
     assert [sample["prompt"] for sample in samples["samples"]] == prompts
     assert all(sample["greedy"].strip() for sample in samples["samples"]), samples
-    with tracking(lm_run) as client:
+    with lm_run.tracking() as client:
         parent = client.get_run(lm_run.mlflow_run_id)
         (evaluate_run,) = client.search_runs(
             [parent.info.experiment_id],
@@ -161,7 +149,7 @@ def test_registers_its_task_model_as_champion_and_serves_it(profile_run: Profile
     assert params.model_name == model_name
     metric, _ = params.registration_metric
     metrics = profile_run.json("metrics/evaluate.json")
-    with tracking(profile_run) as client:
+    with profile_run.tracking() as client:
         (version,) = client.search_model_versions(f"name = '{model_name}'")
         assert client.get_model_version_by_alias(model_name, "champion").version == version.version
         assert float(version.tags[f"metric.{metric}"]) == metrics[metric]

@@ -39,7 +39,7 @@ from transformer_pl.registry import (
     RegistrationDecision,
     RegistryError,
     load_champion,
-    predict_texts,
+    predict_frame,
     register_model,
 )
 from transformer_pl.tasks.classify.bundle import (
@@ -431,7 +431,10 @@ def test_champion_pyfunc_predicts_the_in_process_models_softmax(
     assert predictions["label"].tolist() == [LABEL_NAMES[i] for i in expected.argmax(dim=1)]
     # Another batch, other padding: equal up to float rounding.
     pd.testing.assert_frame_equal(
-        predict_texts(champion_name, texts[:2]), predictions.iloc[:2], rtol=1e-4, atol=1e-6
+        predict_frame(champion_name, pd.DataFrame({"text": texts[:2]})),
+        predictions.iloc[:2],
+        rtol=1e-4,
+        atol=1e-6,
     )
 
 
@@ -451,8 +454,8 @@ def test_a_registered_temperature_calibrates_what_the_model_serves(
     assert read_classifier_config(bundle_dir).temperature == 1.0
     texts = [*SENTENCES, "wonderful " * 100]
 
-    calibrated = predict_texts("calibrated", texts)
-    uncalibrated = predict_texts(champion_name, texts)
+    calibrated = predict_frame("calibrated", pd.DataFrame({"text": texts}))
+    uncalibrated = predict_frame(champion_name, pd.DataFrame({"text": texts}))
 
     expected = apply_temperature(uncalibrated[PROBABILITY_COLUMNS].to_numpy(), 2.5)
     np.testing.assert_allclose(calibrated[PROBABILITY_COLUMNS].to_numpy(), expected, atol=1e-6)
@@ -468,7 +471,7 @@ def test_cli_predict_prints_label_and_probabilities(champion_name: str) -> None:
     )
 
     assert result.exit_code == 0, result.output
-    expected = predict_texts(champion_name, SENTENCES[:2])
+    expected = predict_frame(champion_name, pd.DataFrame({"text": SENTENCES[:2]}))
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2
     for line, text, (_, row) in zip(lines, SENTENCES, expected.iterrows(), strict=False):

@@ -19,7 +19,7 @@ def test_project_params_load_for_every_profile(raw):
     for profile in ["default", *raw["profiles"]]:
         params = load_params(PROJECT_PARAMS, profile)
         assert params.profile == profile
-        assert params.dataset_spec.task in {"classify", "lm", "translate"}
+        assert params.dataset_spec.task in {"classify", "lm", "translate", "tag", "qa"}
 
 
 def test_profile_overlays_only_the_keys_it_names(raw):
@@ -58,7 +58,8 @@ def test_out_of_range_value_is_rejected(raw):
 
 
 def test_unknown_profile_lists_the_known_ones(raw):
-    with pytest.raises(ConfigError, match=r"allowed: default, .*tiny, tiny-lm, tiny-translate"):
+    known = r"allowed: default, .*tiny, tiny-lm, tiny-ner, tiny-qa, tiny-translate"
+    with pytest.raises(ConfigError, match=known):
         parse_params(raw, "huge")
 
 
@@ -161,16 +162,21 @@ def test_each_task_reads_its_own_section_and_a_wrong_key_names_the_task(raw):
 def test_a_teacher_needs_a_classifier_and_unlabeled_text(raw):
     teacher = raw["tasks"]["classify"]["teacher"]
     teacher["kind"] = "auto"
-    assert parse_params(raw, "tiny").teacher == "nb_logistic"  # IMDB has 50k unlabeled reviews
-    assert parse_params(raw, "tiny-lm").teacher is None  # not a classifier: never distilled
+
+    def chosen(params):
+        return params.tasks.classify.teacher_for(params.dataset_spec)
+
+    assert chosen(parse_params(raw, "tiny")) == "nb_logistic"  # IMDB has 50k unlabeled reviews
+    # Not a classifier: its task's settings have no teacher, and finetune never reads one.
+    assert not hasattr(parse_params(raw, "tiny-lm").task_settings, "teacher_for")
     raw["dataset"] = "sst2"
-    assert parse_params(raw).teacher is None  # no unlabeled split
+    assert chosen(parse_params(raw)) is None  # no unlabeled split
     teacher["kind"] = "nb_logistic"  # named: it must fit
-    with pytest.raises(ConfigError, match=r"teacher\.kind 'nb_logistic' .*'sst2' has none"):
+    with pytest.raises(ConfigError, match=r"'sst2': tasks\.classify\.teacher\.kind 'nb_logistic'"):
         parse_params(raw)
     raw["dataset"] = "imdb"
     teacher["kind"] = "none"
-    assert parse_params(raw, "tiny").teacher is None
+    assert chosen(parse_params(raw, "tiny")) is None
     teacher["kind"] = "bigram"
     with pytest.raises(ConfigError, match=r"teacher\.kind.*'auto'.*'none'.*'nb_logistic'"):
         parse_params(raw)

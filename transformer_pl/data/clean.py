@@ -13,6 +13,8 @@ Per split, a row gets the first of these reasons that applies:
                     or an unlabeled row repeating a train text (it would be pretrained on twice,
                     and a val carved from train later would leak into the pretraining corpus)
     leakage         a train or unlabeled row whose normalised text is also in val or test
+    (task's own)    what the dataset spec's `check_rows` finds (e.g. tag: tag_mismatch,
+                    invalid_tags)
 
 Normalisation: HTML tags removed and entities decoded (IMDB has `<br />`), Unicode `unicode_form`,
 optional lowercasing, whitespace runs collapsed to one space. Labels become indices into
@@ -125,6 +127,7 @@ class _SplitCleaner:
         self.text = pd.Series("", index=self.frame.index, dtype="string")
         self.target: pd.Series | None = None
         self.label: pd.Series | None = None
+        self.task_columns: dict[str, pd.Series] = {}  # the spec's check_rows columns
 
     @property
     def kept(self) -> pd.Series:
@@ -136,10 +139,15 @@ class _SplitCleaner:
         self.reason[new] = reason
         self.detail[new] = detail[new] if isinstance(detail, pd.Series) else detail
 
-    def check_text(self, params: CleanParams, column: str = "text") -> pd.Series:
-        """Normalise a text column, dropping unusable rows; returns the normalised text."""
+    def check_text(
+        self, params: CleanParams, column: str = "text", normalise: bool = True
+    ) -> pd.Series:
+        """Normalise a text column (unless `normalise` is false: kept as read), dropping
+        unusable rows; returns the text kept."""
         original = self.frame[column]
-        normalised = original.fillna("").map(lambda text: normalize_text(text, params))
+        normalised = original.fillna("")
+        if normalise:
+            normalised = normalised.map(lambda text: normalize_text(text, params))
         normalised = normalised.astype("string")
         lengths = normalised.str.len()
         side = "" if column == "text" else f"{column}: "
@@ -177,6 +185,14 @@ class _SplitCleaner:
                 "params.yaml"
             )
 
+    def example_keys(self, columns: tuple[str, ...]) -> pd.Series:
+        """What identifies a row's example: its kept values of `columns`, tab-joined."""
+        kept = {"text": self.text, "target": self.target, **self.task_columns}
+        keys = kept[columns[0]].fillna("")
+        for column in columns[1:]:
+            keys = keys + "\t" + kept[column].fillna("")
+        return keys
+
     def drop_repeats(self, keys: pd.Series, what: str) -> None:
         kept = self.kept.to_numpy()
         codes, _ = pd.factorize(keys[kept])  # one hash pass; equal keys share a code
@@ -196,26 +212,30 @@ class _SplitCleaner:
             columns["label"] = self.label
         if self.target is not None:
             columns["target"] = self.target
+        columns.update(self.task_columns)
         kept = pd.DataFrame(columns)[self.kept].reset_index(drop=True)
         if "label" in kept:
             kept["label"] = kept["label"].astype("int64")
         return kept
 
-    def quarantined(self) -> pd.DataFrame:
+    def quarantined(self, columns: list[str]) -> pd.DataFrame:
+        """The dropped rows under `columns`, their values as read."""
         dropped = ~self.kept
         frame = self.frame[dropped]
-        return pd.DataFrame(
-            {
-                "split": self.split,
-                "row": frame["row"],
-                "reason": self.reason[dropped],
-                "detail": self.detail[dropped],
-                "text": frame["text"],
-                "label": frame.get("label", pd.NA),
-                "target": frame.get("target", pd.NA),
-            },
-            columns=QUARANTINE_COLUMNS,
-        )
+        values = {
+            "split": self.split,
+            "row": frame["row"],
+            "reason": self.reason[dropped],
+            "detail": self.detail[dropped],
+        }
+        for name in columns[len(values) :]:
+            values[name] = frame.get(name, pd.NA)
+        return pd.DataFrame(values, columns=columns)
+
+
+def quarantine_columns(spec: DatasetSpec) -> list[str]:
+    """QUARANTINE_COLUMNS, then the task's own columns (as read)."""
+    return [*QUARANTINE_COLUMNS, *(c for c in spec.columns if c not in QUARANTINE_COLUMNS)]
 
 
 def clean_splits(
@@ -225,7 +245,7 @@ def clean_splits(
     cleaners = {split: _SplitCleaner(split, frame) for split, frame in sampled.items()}
     for split, cleaner in cleaners.items():
         cleaner.drop(cleaner.frame["parse_error"].notna(), "parse_error", cleaner.frame.parse_error)
-        cleaner.text = cleaner.check_text(params)
+        cleaner.text = cleaner.check_text(params, normalise=spec.normalised_text)
         if spec.parallel:
             cleaner.target = cleaner.check_text(params, "target")
             ratio = length_ratio(cleaner.text, cleaner.target)
@@ -236,16 +256,20 @@ def clean_splits(
             )
         if spec.labelled and split != "unlabeled":
             cleaner.check_labels(spec)
+        checks = spec.check_rows(cleaner.text, cleaner.frame)
+        for mask, reason, detail in checks.problems:
+            cleaner.drop(mask, reason, detail)
+        cleaner.task_columns = checks.columns
         if not spec.corpus and params.deduplicate:
-            if cleaner.target is None:
-                cleaner.drop_repeats(cleaner.text, "text")
-            else:
-                cleaner.drop_repeats(cleaner.text + "\t" + cleaner.target, "pair")
+            columns = spec.example_columns
+            what = {1: "text", 2: "pair"}.get(len(columns), "example")
+            cleaner.drop_repeats(cleaner.example_keys(columns), what)
     if not spec.corpus:
         _drop_across_splits(cleaners, params)
     frames = {split: cleaner.kept_frame() for split, cleaner in cleaners.items()}
+    columns = quarantine_columns(spec)
     quarantine = pd.concat(
-        [cleaner.quarantined() for cleaner in cleaners.values()], ignore_index=True
+        [cleaner.quarantined(columns) for cleaner in cleaners.values()], ignore_index=True
     )
     report = _report(raw, sampled, frames, quarantine, params, seed)
     return CleanResult(frames, quarantine.astype({"row": "int64"}), report)

@@ -8,6 +8,9 @@ tokens and 0 on padding; labels are -100 wherever nothing is predicted.
     ClassificationDataModule  input_ids, attention_mask, labels (class index)
     Seq2SeqDataModule    source_ids, source_mask, target_ids ([BOS] y…), target_mask,
                          labels (y… [EOS])
+    TaggingDataModule    input_ids, attention_mask, labels (a tag index per token, -100 on
+                         all but a word's first token)
+    QuestionAnsweringDataModule  input_ids, attention_mask, start_positions, end_positions
 
 Randomness (shuffling, masking) comes from generators seeded with `seed` and the epoch, so two runs
 with the same seed see the same batches and masks; each training epoch still differs from the last.
@@ -34,10 +37,9 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from transformer_pl.data.encode import META
+from transformer_pl.data.encode import IGNORE_INDEX, META
 from transformer_pl.data.tokenizer import FIRST_REGULAR_ID, MASK_ID, PAD_ID
 
-IGNORE_INDEX = -100
 Example = dict[str, Tensor]
 Batch = dict[str, Tensor]
 
@@ -361,6 +363,32 @@ class ClassificationDataModule(_EncodedDataModule):
         if "targets" in examples[0]:
             batch["targets"] = torch.stack([example["targets"] for example in examples])
         return batch
+
+
+class TaggingDataModule(ClassificationDataModule):
+    """Length-bucketed training batches like classification's; a label per token."""
+
+    columns = ("input_ids", "labels")
+
+    def collate(self, examples: list[Example]) -> Batch:
+        ids = pad([example["input_ids"] for example in examples])
+        labels = pad([example["labels"] for example in examples], IGNORE_INDEX)
+        return {"input_ids": ids, "attention_mask": real_tokens(ids), "labels": labels}
+
+
+class QuestionAnsweringDataModule(ClassificationDataModule):
+    """Length-bucketed training batches of question windows; the answer's token span each."""
+
+    columns = ("input_ids", "start_positions", "end_positions")
+
+    def collate(self, examples: list[Example]) -> Batch:
+        ids = pad([example["input_ids"] for example in examples])
+        return {
+            "input_ids": ids,
+            "attention_mask": real_tokens(ids),
+            "start_positions": torch.stack([example["start_positions"] for example in examples]),
+            "end_positions": torch.stack([example["end_positions"] for example in examples]),
+        }
 
 
 class Seq2SeqDataModule(_EncodedDataModule):

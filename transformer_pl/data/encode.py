@@ -8,6 +8,18 @@
     lm         train, val                input_ids: packed blocks
     translate  train, val                source_ids (at most max_length),
                                          target_ids ([BOS] … [EOS], at most max_length)
+    tag        train, val                input_ids ([CLS] … [SEP], at most max_length), labels
+                                         (a word's tag index on its first token, -100 on its
+                                         other tokens and on [CLS]/[SEP])
+               pretrain, pretrain_val    as for classify
+    qa         train, val                input_ids ([CLS] question [SEP] context piece [SEP]:
+                                         a question per window of its context, windows of a
+                                         long context overlapping by `stride` tokens),
+                                         start_positions, end_positions (the first reference
+                                         answer's first and last token; 0, the [CLS], in a
+                                         window that does not hold all of it)
+               pretrain, pretrain_val    packed blocks of the distinct contexts and the
+                                         questions
 
 Test is not encoded: only evaluate reads it, from the split file, through the tokenizer as the
 registered model does.
@@ -41,6 +53,7 @@ from transformer_pl.data.tokenizer import BOS_ID, CLS_ID, EOS_ID, SEP_ID, SPECIA
 
 META = "meta.json"
 MAP_BATCH_SIZE = 1000
+IGNORE_INDEX = -100  # a label the loss skips
 TOKEN_IDS = Sequence(Value("int32"))
 
 
@@ -71,9 +84,25 @@ def encode_splits(
     fingerprint = _digest(tokenizer_path.read_bytes(), params.model_dump_json().encode())
     encoder = _Encoder(tokenizer, params, fingerprint)
     encoded: dict[str, Dataset] = {}
+    tag_names: list[str] = []
     if spec.parallel:
         for split in ("train", "val"):
             encoded[split] = encoder.translation(frames[split], split)
+    elif spec.extractive:
+        for split in ("train", "val"):
+            encoded[split] = encoder.question_answering(frames[split], split)
+        for split, name in (("train", "pretrain"), ("val", "pretrain_val")):
+            frame = frames[split]
+            texts = pd.concat([frame["text"].drop_duplicates(), frame["question"]])
+            ids = encoder.token_ids(pd.DataFrame({"text": texts.to_numpy()}), name)
+            encoded[name] = encoder.packed([ids], name)
+    elif spec.tagged:
+        tag_names = tag_vocabulary(frames["train"]["tags"])
+        for split in ("train", "val"):
+            encoded[split] = encoder.tagging(frames[split], split, tag_names)
+        ids = {split: encoder.token_ids(frames[split], split) for split in ("train", "val")}
+        encoded["pretrain"] = encoder.packed([ids["train"]], "pretrain")
+        encoded["pretrain_val"] = encoder.packed([ids["val"]], "pretrain_val")
     else:
         splits = [split for split in ("train", "val", "unlabeled") if split in frames]
         ids = {split: encoder.token_ids(frames[split], split) for split in splits}
@@ -106,6 +135,13 @@ def encode_splits(
         },
         "truncated": encoder.truncated,
     }
+    if spec.extractive:
+        meta["stride"] = params.stride
+        meta["max_question_tokens"] = params.max_question_tokens
+        meta["questions_in_several_windows"] = encoder.several_windows
+    if spec.tagged:
+        meta["tag_names"] = tag_names
+        meta["unknown_tags"] = encoder.unknown_tags
     (out_dir / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 
@@ -116,6 +152,8 @@ class _Encoder:
         self.params = params
         self.fingerprint = fingerprint
         self.truncated: dict[str, int] = {}  # split -> sequences cut to max_length
+        self.unknown_tags: dict[str, int] = {}  # split -> words whose tag train never shows
+        self.several_windows: dict[str, int] = {}  # split -> questions whose context is split
 
     def token_ids(self, frame: pd.DataFrame, split: str) -> Dataset:
         """The texts' ids without special tokens (`input_ids`), and their labels if any."""
@@ -162,6 +200,69 @@ class _Encoder:
         features = {"source_ids": TOKEN_IDS, "target_ids": TOKEN_IDS, "truncated": Value("bool")}
         return self._map(frame[["text", "target"]], encode, split, "pairs", features)
 
+    def tagging(self, frame: pd.DataFrame, split: str, tag_names: list[str]) -> Dataset:
+        """[CLS] the words' tokens [SEP], cut to fit `max_length`; each word's tag index on
+        its first token (-100 elsewhere, and for a tag missing from `tag_names`)."""
+        room = self.params.max_length - 2
+        index = {tag: position for position, tag in enumerate(tag_names)}
+        unknown = 0
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            nonlocal unknown
+            words = [text.split() for text in batch["text"]]
+            encodings = self.tokenizer.encode_batch(
+                words, is_pretokenized=True, add_special_tokens=False
+            )
+            ids, labels, truncated = [], [], []
+            for encoding, tags in zip(encodings, batch["tags"], strict=True):
+                tag_ids = [index.get(tag, IGNORE_INDEX) for tag in tags.split()]
+                unknown += tag_ids.count(IGNORE_INDEX)
+                first = first_token_labels(encoding.word_ids, tag_ids)
+                ids.append([CLS_ID, *encoding.ids[:room], SEP_ID])
+                labels.append([IGNORE_INDEX, *first[:room], IGNORE_INDEX])
+                truncated.append(len(encoding.ids) > room)
+            return {"input_ids": ids, "labels": labels, "truncated": truncated}
+
+        features = {"input_ids": TOKEN_IDS, "labels": TOKEN_IDS, "truncated": Value("bool")}
+        encoded = self._map(frame[["text", "tags"]], encode, split, "tagging", features)
+        self.unknown_tags[split] = unknown
+        return encoded
+
+    def question_answering(self, frame: pd.DataFrame, split: str) -> Dataset:
+        """A row per window of each question's context, with the first answer's token span."""
+        from transformer_pl.tasks.qa.rows import parse_answers
+        from transformer_pl.tasks.qa.windows import question_windows
+
+        first_answers = [parse_answers(answers) for answers in frame["answers"]]
+        windows, several = question_windows(
+            self.tokenizer,
+            frame["question"].tolist(),
+            frame["text"].tolist(),
+            [starts[0] for _, starts in first_answers],
+            [texts[0] for texts, _ in first_answers],
+            self.params.max_length,
+            self.params.stride,
+            self.params.max_question_tokens,
+        )
+        self.several_windows[split] = several
+        table = pa.table(
+            {
+                "input_ids": pa.array([w.input_ids for w in windows], pa.list_(pa.int32())),
+                "start_positions": pa.array([w.start_position for w in windows], pa.int64()),
+                "end_positions": pa.array([w.end_position for w in windows], pa.int64()),
+            }
+        )
+        features = {
+            "input_ids": TOKEN_IDS,
+            "start_positions": Value("int64"),
+            "end_positions": Value("int64"),
+        }
+        return Dataset(
+            InMemoryTable(table),
+            info=DatasetInfo(features=Features(features)),
+            fingerprint=self._fingerprint(split, "question_windows"),
+        )
+
     def packed(self, parts: list[Dataset], split: str) -> Dataset:
         """The parts' texts in order, each followed by [EOS], cut into blocks."""
         lists = pa.concat_arrays([part.data.column("input_ids").combine_chunks() for part in parts])
@@ -204,6 +305,22 @@ class _Encoder:
 
     def _fingerprint(self, *parts: str) -> str:
         return _digest(self.fingerprint.encode(), *(part.encode() for part in parts))
+
+
+def tag_vocabulary(tags: pd.Series) -> list[str]:
+    """O, then B- and I- of every entity type the (IOB2, space-separated) tags show, sorted:
+    the tagger's classes, in the order of its output units."""
+    types = {tag[2:] for sentence in tags for tag in sentence.split() if tag != "O"}
+    return ["O", *(f"{prefix}-{kind}" for kind in sorted(types) for prefix in "BI")]
+
+
+def first_token_labels(word_ids: list[int | None], tag_ids: list[int]) -> list[int]:
+    """Per token: its word's tag on the word's first token, -100 on the others."""
+    labels, previous = [], None
+    for word in word_ids:
+        labels.append(tag_ids[word] if word is not None and word != previous else IGNORE_INDEX)
+        previous = word
+    return labels
 
 
 def _token_count(dataset: Dataset) -> int:

@@ -7,6 +7,7 @@ A canonical raw frame has one row per source record:
     text         the text (translation: the source-language side)
     label        classification: the label exactly as written in the file (null when absent)
     target       translation: the target-language side
+    tags         tagging: the words' tags, space-separated (`text`: the words, alike)
     parse_error  why the record could not be read as its format says; null when it could
 
 Malformed records (invalid UTF-8, a wrong number of fields, bad JSON, a line without its
@@ -31,6 +32,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from transformer_pl.dataset_spec import split_files
 from transformer_pl.params import DatasetSpec
 from transformer_pl.data import DataError, ordered_splits
 
@@ -56,12 +58,28 @@ def load_splits(spec: DatasetSpec, project_root: Path) -> dict[str, RawSplit]:
 
 
 def read_split(spec: DatasetSpec, split: str, project_root: Path) -> RawSplit:
+    """The split's records; from several files, one file's after the other's (`row` counts on
+    across them)."""
     if spec.source == "hub":
         return _read_hub(spec, split)
     folder = resolve_folder(spec.path, project_root)  # type: ignore[arg-type]  # checked by spec
-    name = spec.splits[split]
     if spec.format == "parallel_text":
         return _read_parallel(spec, split, folder)
+    parts = [_read_file(spec, split, folder, name) for name in split_files(spec.splits[split])]
+    if len(parts) == 1:
+        return parts[0]
+    frames, rows_before = [], 0
+    for part in parts:
+        frames.append(part.frame.assign(row=part.frame["row"] + rows_before))
+        rows_before += int(part.frame["row"].max()) if len(part.frame) else 0
+    return RawSplit(
+        pd.concat(frames, ignore_index=True),
+        [record for part in parts for record in part.files],
+        sum(part.blank_lines for part in parts),
+    )
+
+
+def _read_file(spec: DatasetSpec, split: str, folder: Path, name: str) -> RawSplit:
     path = _existing_file(folder / name, spec, split)
     data = path.read_bytes()
     text, has_bad_bytes = decode_utf8(_decompress(data, path))
@@ -69,6 +87,10 @@ def read_split(spec: DatasetSpec, split: str, project_root: Path) -> RawSplit:
     if spec.format == "text":
         frame, blank_lines = _read_lines(text, has_bad_bytes)
         return RawSplit(frame, files, blank_lines)
+    if spec.format == "conll":
+        return RawSplit(_read_conll(text, spec, has_bad_bytes), files)
+    if spec.format == "squad_json":
+        return RawSplit(_read_squad_json(text, path, spec, has_bad_bytes), files)
     columns = spec.source_columns(split)
     records = _Records(canonical_columns(spec))
     if spec.format in ("csv", "tsv"):
@@ -254,6 +276,107 @@ def _read_lines(text: str, has_bad_bytes: bool) -> tuple[pd.DataFrame, int]:
     return records.frame(), blank_lines
 
 
+def _read_conll(text: str, spec: DatasetSpec, has_bad_bytes: bool) -> pd.DataFrame:
+    """A sentence per record (its first word's line number as `row`): words one per line, a
+    blank line or a `-DOCSTART-` line between sentences. A line without the word or tag field
+    makes its sentence a parse error naming the line."""
+    records = _Records(canonical_columns(spec))
+    words: list[str] = []
+    tags: list[str] = []
+    first_line = 0
+    error: str | None = None
+
+    def end_sentence() -> None:
+        nonlocal first_line, error
+        if first_line:
+            records.add(first_line, error, text=" ".join(words), tags=" ".join(tags))
+        words.clear()
+        tags.clear()
+        first_line, error = 0, None
+
+    for number, line in enumerate(_lines(text), start=1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            end_sentence()
+            continue
+        first_line = first_line or number
+        problem = utf8_problem(line) if has_bad_bytes else None
+        if problem is not None:
+            error = error or f"line {number}: {problem}"
+            fields = replace_bad_bytes(line).split()
+        word, tag = (_field_position(field, len(fields)) for field in (spec.word_field, spec.tag_field))
+        if word is None or tag is None or word == tag:
+            error = error or (
+                f"line {number}: {len(fields)} field(s), no word field {spec.word_field} and "
+                f"tag field {spec.tag_field} apart (set word_field/tag_field in params.yaml)"
+            )
+            continue
+        words.append(fields[word])
+        tags.append(fields[tag])
+    end_sentence()
+    return records.frame()
+
+
+def _field_position(field: int, count: int) -> int | None:
+    """Where field `field` (negative: from the end) is among `count` fields; None if absent."""
+    return field % count if -count <= field < count else None
+
+
+def _read_squad_json(text: str, path: Path, spec: DatasetSpec, has_bad_bytes: bool) -> pd.DataFrame:
+    """A question per record (its 1-based number in the file as `row`): `text` its paragraph's
+    context, `answers` as the Hub's SQuAD holds them (JSON: {"text": [...], "answer_start":
+    [...]}). A question without its fields is a parse error naming where it is."""
+    try:
+        articles = json.loads(text)["data"]
+        if not isinstance(articles, list) or not all(isinstance(a, dict) for a in articles):
+            raise TypeError("'data' is not a list of articles (objects)")
+        paragraphs = [
+            (article_index, article.get("title"), paragraph_index, paragraph)
+            for article_index, article in enumerate(articles)
+            for paragraph_index, paragraph in enumerate(_objects(article, "paragraphs"))
+        ]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise DataError(f"{path}: not SQuAD JSON ({{'data': [...]}}): {error}") from None
+    records = _Records(canonical_columns(spec))
+    row = 0
+    for article_index, title, paragraph_index, paragraph in paragraphs:
+        context = paragraph.get("context")
+        qas = paragraph.get("qas", [])
+        for question_index, qa in enumerate(qas if isinstance(qas, list) else [qas]):
+            row += 1
+            where = f"article {article_index}, paragraph {paragraph_index}, question {question_index}"
+            answers = qa.get("answers") if isinstance(qa, dict) else None
+            well_formed = isinstance(answers, list) and all(isinstance(a, dict) for a in answers)
+            if not isinstance(context, str) or not well_formed or "question" not in qa:
+                missing = "context" if not isinstance(context, str) else "question or answers"
+                kept = context if isinstance(context, str) else None
+                records.add(row, f"{where}: no {missing} (as SQuAD JSON has them)", text=kept)
+                continue
+            values = {
+                "text": context,
+                "question": _as_text(qa["question"]),
+                "answers": _as_text(
+                    {
+                        "text": [answer.get("text") for answer in answers],
+                        "answer_start": [answer.get("answer_start") for answer in answers],
+                    }
+                ),
+                "id": _as_text(qa.get("id")),
+                "title": _as_text(title),
+            }
+            values, error = _checked_fields(values, has_bad_bytes)
+            records.add(row, error, **values)
+    return records.frame()
+
+
+def _objects(record: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """`record[key]`, which must be a list of JSON objects."""
+    items = record.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise TypeError(f"'{key}' is not a list of objects")
+    return items
+
+
 def _read_parallel(spec: DatasetSpec, split: str, folder: Path) -> RawSplit:
     """Line i of the source-language file is translated by line i of the target-language file."""
     pattern = spec.splits[split]
@@ -294,7 +417,7 @@ def _read_hub(spec: DatasetSpec, split: str) -> RawSplit:
         ) from None
     columns = spec.source_columns(split)
     _column_positions(dataset.column_names, columns, Path(f"{spec.hub_id}:{name}"))
-    data = {column: dataset.data.column(source).to_pylist() for column, source in columns.items()}
+    data = {column: _hub_values(dataset, source) for column, source in columns.items()}
     records = _Records(canonical_columns(spec))
     for index in range(len(dataset)):
         records.add(index + 1, **{column: _as_text(data[column][index]) for column in data})
@@ -307,6 +430,18 @@ def _read_hub(spec: DatasetSpec, split: str) -> RawSplit:
         }
     ]
     return RawSplit(records.frame(), files)
+
+
+def _hub_values(dataset: Any, column: str) -> list[Any]:
+    """A Hub column's values; in a list per row (a sentence's tags), class ids by their class
+    names (a single class id stays as is: label_values maps it)."""
+    import datasets
+
+    values = dataset.data.column(column).to_pylist()
+    inner = getattr(dataset.features[column], "feature", None)
+    if isinstance(inner, datasets.ClassLabel):
+        values = [None if row is None else [inner.int2str(item) for item in row] for row in values]
+    return values
 
 
 def _existing_file(path: Path, spec: DatasetSpec, split: str) -> Path:
@@ -341,4 +476,10 @@ def _lines(text: str) -> list[str]:
 
 
 def _as_text(value: object) -> str | None:
+    """A value as text; a list (a sentence's words or tags) as its items joined by spaces; a
+    mapping (SQuAD's answers) as JSON."""
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
     return None if value is None else str(value)

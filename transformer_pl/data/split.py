@@ -5,6 +5,8 @@
   classification, rows kept in source order. SST-2's train holds phrases of the same sentences,
   so a val carved from it shares sentences with train and overstates accuracy; its reported
   test set is the GLUE dev split.
+- Rows of one group (the spec's group_column; QA: the questions on one paragraph) are carved
+  together: whole groups, in a seeded order, until the split has its share of rows.
 - Language-model corpora are contiguous text: a random line-wise split would put the neighbours of
   every val line in train. Missing val/test are the tails instead: train | val | test, in order.
 - `unlabeled` passes through unchanged.
@@ -47,6 +49,14 @@ def random_selection(size: int, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(size, size=n, replace=False)).astype(int)
 
 
+def group_selection(groups: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of whole groups, taken in a seeded order until at least `n` rows."""
+    names, group_of, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    order = rng.permutation(len(names))
+    taken = order[: int(np.searchsorted(np.cumsum(sizes[order]), n)) + 1]
+    return np.flatnonzero(np.isin(group_of, taken)).astype(int)
+
+
 def split_frames(
     clean: dict[str, pd.DataFrame], spec: DatasetSpec, params: SplitParams, seed: int
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
@@ -66,9 +76,18 @@ def split_frames(
         methods.update({name: "contiguous tail of train" for name in carve})
     else:
         stratify = spec.labelled and params.stratify
-        carved = _sample(train, carve, stratify, np.random.default_rng(seed))
+        carved = _sample(train, carve, stratify, spec.group_column, np.random.default_rng(seed))
         how = "stratified sample" if stratify else "random sample"
+        if spec.group_column:
+            how = f"random sample of whole groups of '{spec.group_column}'"
         methods.update({name: f"{how} of train (seed {seed})" for name in carve})
+    emptied = [name for name, frame in carved.items() if frame.empty]
+    if emptied:
+        raise DataError(
+            f"carving val/test from train's {len(train)} rows left {', '.join(emptied)} "
+            f"empty (whole groups of '{spec.group_column}' are carved together): lower "
+            "split.val_fraction/test_fraction or add training data"
+        )
     frames = {**clean, **carved}
     frames = {name: frames[name].reset_index(drop=True) for name in ordered_splits(frames)}
     report: dict[str, Any] = {
@@ -102,14 +121,20 @@ def _tails(train: pd.DataFrame, carve: dict[str, int]) -> dict[str, pd.DataFrame
 
 
 def _sample(
-    train: pd.DataFrame, carve: dict[str, int], stratify: bool, rng: np.random.Generator
+    train: pd.DataFrame,
+    carve: dict[str, int],
+    stratify: bool,
+    group_column: str | None,
+    rng: np.random.Generator,
 ) -> dict[str, pd.DataFrame]:
     remaining = train
     pieces = {}
     for name in ("test", "val"):
         if name not in carve:
             continue
-        if stratify:
+        if group_column:
+            positions = group_selection(remaining[group_column].to_numpy(), carve[name], rng)
+        elif stratify:
             positions = stratified_selection(remaining["label"].to_numpy(), carve[name], rng)
         else:
             positions = random_selection(len(remaining), carve[name], rng)

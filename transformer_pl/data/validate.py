@@ -8,6 +8,8 @@ One suite per split, built from the dataset spec and the clean/validate params:
     translate     both sides within the length bounds (no empty side), `length_ratio` within
                   max_length_ratio, unique (text, target) pairs
     lm            non-empty lines of at least min_chars (repeated lines are allowed)
+    (task's own)  the dataset spec's `expectations` over its `validation_columns` (e.g. tag:
+                  IOB2 tags, one per word)
     train, unlabeled (classify, translate; when drop_leakage): `in_heldout` false, i.e. no
                   text also in val/test
 
@@ -121,7 +123,7 @@ def split_expectations(
 ) -> list[gxe.Expectation]:
     texts = ["text", "target"] if spec.parallel else ["text"]
     labeled = _labeled(split, spec)
-    columns = ["row", *texts, *(["label"] if labeled else [])]
+    columns = ["row", "text", *(c for c in spec.columns if c != "label" or labeled)]
     derived = _derived_columns(split, spec, clean)
     expectations: list[gxe.Expectation] = [
         gxe.ExpectTableColumnsToMatchSet(column_set=columns + derived, exact_match=True),
@@ -146,9 +148,10 @@ def split_expectations(
             ),
         ]
     if not spec.corpus and clean.deduplicate:
+        example = list(spec.example_columns)
         expectations.append(
-            gxe.ExpectCompoundColumnsToBeUnique(column_list=texts)
-            if len(texts) > 1
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=example)
+            if len(example) > 1
             else gxe.ExpectColumnValuesToBeUnique(column="text")
         )
     if "length_ratio" in derived:
@@ -159,7 +162,7 @@ def split_expectations(
         )
     if "in_heldout" in derived:
         expectations.append(gxe.ExpectColumnValuesToBeInSet(column="in_heldout", value_set=[False]))
-    return expectations
+    return expectations + spec.expectations()
 
 
 def summary_expectations(spec: DatasetSpec, params: ValidateParams) -> list[gxe.Expectation]:
@@ -233,7 +236,7 @@ def _derived_columns(split: str, spec: DatasetSpec, clean: CleanParams) -> list[
     derived = ["length_ratio"] if spec.parallel else []
     if not spec.corpus and split in TRAINING_SPLITS and clean.drop_leakage:
         derived.append("in_heldout")
-    return derived
+    return derived + list(spec.validation_columns)
 
 
 def _with_derived_columns(
@@ -246,6 +249,8 @@ def _with_derived_columns(
     if "in_heldout" in derived:
         heldout = [frames[name]["text"] for name in HELDOUT_SPLITS if name in frames]
         frame["in_heldout"] = frame["text"].isin(set().union(*heldout))
+    for name, values in spec.validation_values(frames[split]).items():
+        frame[name] = values
     return frame
 
 

@@ -16,6 +16,7 @@ from transformer_pl.model.heads import (
     ModelKind,
     Seq2SeqTransformer,
     SequenceClassifier,
+    TokenClassifier,
     count_parameters,
 )
 from transformer_pl.model.layers import DecoderLayer, EncoderLayer, FeedForward
@@ -55,6 +56,7 @@ __all__ = [
     "Seq2SeqTransformer",
     "SequenceClassifier",
     "SinusoidalPositionalEncoding",
+    "TokenClassifier",
     "TokenEmbedding",
     "TransformerConfig",
     "beam_search",

@@ -163,6 +163,41 @@ class SequenceClassifier(nn.Module):
         return ClassifierOutput(loss=loss, logits=logits)
 
 
+class TokenClassifier(nn.Module):
+    """Encoder + a linear layer over every position: logits (B, T, num_labels). Tagging gives
+    each token its tag's logits; extractive QA (num_labels 2) each token a start and an end
+    logit. `.encoder` is built as MaskedLanguageModel.encoder, so pretrained weights load by
+    name."""
+
+    def __init__(
+        self, config: TransformerConfig, num_labels: int, classifier_dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        if num_labels < 2:
+            raise ValueError(f"num_labels must be at least 2, got {num_labels}")
+        self.config = config
+        self.encoder = Encoder(config)
+        self.dropout = nn.Dropout(classifier_dropout)
+        self.head = nn.Linear(config.d_model, num_labels)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> ClassifierOutput:
+        """logits (B, T, num_labels); labels (B, T) class indices, -100 where none."""
+        logits = self.head(self.dropout(self.encoder(input_ids, attention_mask)))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
+            )
+        return ClassifierOutput(loss=loss, logits=logits)
+
+
 class Seq2SeqTransformer(nn.Module):
     """The paper's translation model. Source embedding, target embedding and (with
     `tie_embeddings`) the output projection are one matrix: this assumes a joint source/target

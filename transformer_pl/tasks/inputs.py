@@ -25,3 +25,12 @@ def pretrained_weights(layout: Layout) -> Path:
     if not path.is_file():
         raise StageError(f"{path} not found: run pretrain (or finetune.from_pretrained: false)")
     return path
+
+
+def with_pretrained_encoder(module: Any, params: Params, layout: Layout, recipe: Any) -> Any:
+    """`module` with its encoder loaded from pretrain's weights when params ask for them; what
+    the loading found (missing and unexpected tensors) goes into `recipe.loaded`."""
+    if params.pretrain_objective is not None:
+        keys = module.load_pretrained_encoder(pretrained_weights(layout))
+        recipe.loaded.update(missing=list(keys.missing), unexpected=list(keys.unexpected))
+    return module

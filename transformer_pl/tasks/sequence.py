@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
-from transformer_pl.bundle import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE
+from transformer_pl.bundle import CONFIG_FILE, WEIGHTS_FILE, bundle_tokenizer
 from transformer_pl.data.tokenizer import EOS_ID, PAD_ID
 from transformer_pl.model import TransformerConfig
 from transformer_pl.params import DecodeParams, Params
@@ -86,10 +86,7 @@ def load_sequence_bundle(
     model = model_class(config.model)
     # Every name is in the file, tied ones included (see TransformerModule.export_weights).
     model.load_state_dict(load_file(directory / WEIGHTS_FILE))
-    tokenizer_file = Path(tokenizer_path) if tokenizer_path else directory / TOKENIZER_FILE
-    if not tokenizer_file.is_file():
-        raise FileNotFoundError(f"tokenizer not found: {tokenizer_file}")
-    return model.eval(), Tokenizer.from_file(str(tokenizer_file)), config
+    return model.eval(), bundle_tokenizer(directory, tokenizer_path), config
 
 
 def token_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:

@@ -11,19 +11,26 @@ from pydantic import Field, TypeAdapter
 from transformer_pl.section import Section
 from transformer_pl.tasks.classify.settings import ClassifyDataset, ClassifySettings
 from transformer_pl.tasks.lm.settings import LanguageModelDataset, LanguageModelSettings
+from transformer_pl.tasks.qa.settings import QADataset, QASettings
+from transformer_pl.tasks.tag.settings import TagDataset, TagSettings
 from transformer_pl.tasks.translate.settings import TranslateDataset, TranslateSettings
 
 DatasetSpec = Annotated[
-    ClassifyDataset | LanguageModelDataset | TranslateDataset, Field(discriminator="task")
+    ClassifyDataset | LanguageModelDataset | TranslateDataset | TagDataset | QADataset,
+    Field(discriminator="task"),
 ]
 
-TaskSettings = ClassifySettings | LanguageModelSettings | TranslateSettings
+TaskSettings = (
+    ClassifySettings | LanguageModelSettings | TranslateSettings | TagSettings | QASettings
+)
 
 
 class TasksParams(Section):
     classify: ClassifySettings = ClassifySettings()
     lm: LanguageModelSettings = LanguageModelSettings()
     translate: TranslateSettings = TranslateSettings()
+    tag: TagSettings = TagSettings()
+    qa: QASettings = QASettings()
 
 
 _DATASET_SPEC: TypeAdapter[DatasetSpec] = TypeAdapter(DatasetSpec)

@@ -25,6 +25,7 @@ from transformer_pl.bundle import (
     TOKENIZER_FILE,
     WEIGHTS_FILE,
     bundle_file,
+    bundle_tokenizer,
     read_bundle_config,
 )
 from transformer_pl.model import Pooling, SequenceClassifier, TransformerConfig
@@ -133,7 +134,4 @@ def load_classifier_bundle(
     load_model(model, str(bundle_file(directory, WEIGHTS_FILE)))
     model.eval()
 
-    tokenizer_file = Path(tokenizer_path) if tokenizer_path else Path(directory) / TOKENIZER_FILE
-    if not tokenizer_file.is_file():
-        raise FileNotFoundError(f"tokenizer not found: {tokenizer_file}")
-    return model, Tokenizer.from_file(str(tokenizer_file)), config
+    return model, bundle_tokenizer(directory, tokenizer_path), config

@@ -11,7 +11,7 @@ from transformer_pl.model import TransformerConfig
 from transformer_pl.params import Params
 from transformer_pl.stages.base import StageError
 from transformer_pl.stages.layout import Layout
-from transformer_pl.tasks.inputs import finetune_datamodule, pretrained_weights
+from transformer_pl.tasks.inputs import finetune_datamodule, with_pretrained_encoder
 from transformer_pl.tasks.protocol import Recipe
 
 
@@ -23,8 +23,9 @@ def classifier_recipe(params: Params, layout: Layout, config: TransformerConfig)
     config = replace(config, bigram_buckets=settings.bigram_buckets, bigram_dim=settings.bigram_dim)
     label_names = params.dataset_spec.label_names
     datamodule = finetune_datamodule(ClassificationDataModule, params, layout)
-    summary: dict[str, Any] = {"teacher": params.teacher or "none"}
-    if params.teacher == "nb_logistic":
+    teacher = settings.teacher_for(params.dataset_spec)
+    summary: dict[str, Any] = {"teacher": teacher or "none"}
+    if teacher == "nb_logistic":
         datamodule.train_dataset, teacher_summary = _distilled_train(
             params, layout, config.vocab_size, len(label_names)
         )
@@ -50,10 +51,7 @@ def classifier_recipe(params: Params, layout: Layout, config: TransformerConfig)
             layer_lr_decay=settings.layer_lr_decay,
             optim=params.finetune.optim,
         )
-        if params.pretrain_objective is not None:
-            keys = module.load_pretrained_encoder(pretrained_weights(layout))
-            recipe.loaded.update(missing=list(keys.missing), unexpected=list(keys.unexpected))
-        return module
+        return with_pretrained_encoder(module, params, layout, recipe)
 
     recipe.build_module = build_module
     return recipe

@@ -9,6 +9,7 @@ from pydantic import Field, PositiveFloat, model_validator
 
 from transformer_pl.dataset_spec import DatasetSpecBase
 from transformer_pl.section import Section
+from transformer_pl.task_settings import TaskSettingsBase
 
 
 class ClassifyDataset(DatasetSpecBase):
@@ -55,15 +56,11 @@ class TeacherParams(Section):
     calibrate: bool = True
 
 
-class ClassifySettings(Section):
+class ClassifySettings(TaskSettingsBase):
     # The pretraining objectives that fit the classifier's encoder, the first being what
     # pretrain.objective "auto" picks; and the val metric promotion decides on.
     pretraining_objectives: ClassVar[tuple[str, ...]] = ("ppmi_svd", "mlm")
     headline_metric: ClassVar[tuple[str, bool]] = ("val_accuracy", True)
-    input_length_key: ClassVar[str] = (
-        "encode.max_length"  # what bounds one input (<= model.max_len)
-    )
-    decodes: ClassVar[bool] = False
 
     pooling: Literal["mean", "max", "mean_max", "cls"] = "mean"
     classifier_dropout: float = Field(0.1, ge=0, lt=1)
@@ -82,3 +79,19 @@ class ClassifySettings(Section):
     # the best on val is there.
     baseline_c_grid: list[PositiveFloat] = Field([0.25, 1.0, 4.0, 16.0, 64.0, 256.0], min_length=1)
     baseline_max_features: int | None = Field(None, gt=0)
+
+    def teacher_for(self, spec: DatasetSpecBase) -> Literal["nb_logistic"] | None:
+        """The teacher finetune distils through the dataset's unlabeled split; None for none."""
+        kind = self.teacher.kind
+        if kind == "auto":
+            return "nb_logistic" if "unlabeled" in spec.splits else None
+        return None if kind == "none" else kind
+
+    def dataset_problem(self, spec: DatasetSpecBase) -> str | None:
+        if self.teacher.kind == "nb_logistic" and "unlabeled" not in spec.splits:
+            return (
+                "tasks.classify.teacher.kind 'nb_logistic' labels the dataset's unlabeled "
+                f"split, and it has none (splits: {', '.join(spec.splits)}): add one or set it "
+                "to 'none'"
+            )
+        return None

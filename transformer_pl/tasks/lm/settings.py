@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from transformer_pl.dataset_spec import TABLE_FORMATS, DatasetSpecBase, FileFormat
-from transformer_pl.section import Section
+from transformer_pl.task_settings import TaskSettingsBase
 
 
 class LanguageModelDataset(DatasetSpecBase):
@@ -20,7 +20,7 @@ class LanguageModelDataset(DatasetSpecBase):
     task: Literal["lm"]
 
 
-class LanguageModelSettings(Section):
+class LanguageModelSettings(TaskSettingsBase):
     # The pretraining objective that fits a language model ("auto" picks it), and the val metric
     # promotion decides on (per word: comparable across tokenizers; lower is better).
     pretraining_objectives: ClassVar[tuple[str, ...]] = ("clm",)

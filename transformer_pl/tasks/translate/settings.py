@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from transformer_pl.dataset_spec import TABLE_FORMATS, DatasetSpecBase, FileFormat
-from transformer_pl.section import Section
+from transformer_pl.task_settings import TaskSettingsBase
 
 
 class TranslateDataset(DatasetSpecBase):
@@ -17,6 +17,7 @@ class TranslateDataset(DatasetSpecBase):
 
     parallel: ClassVar[bool] = True
     columns: ClassVar[tuple[str, ...]] = ("target",)
+    example_columns: ClassVar[tuple[str, ...]] = ("text", "target")
     formats: ClassVar[tuple[FileFormat, ...]] = (*TABLE_FORMATS, "parallel_text")
 
     task: Literal["translate"]
@@ -39,13 +40,9 @@ class TranslateDataset(DatasetSpecBase):
         return f"-{self.source_language}-{self.target_language}"
 
 
-class TranslateSettings(Section):
+class TranslateSettings(TaskSettingsBase):
     # A translator is not pretrained; promotion decides on val BLEU.
-    pretraining_objectives: ClassVar[tuple[str, ...]] = ()
     headline_metric: ClassVar[tuple[str, bool]] = ("val_bleu", True)
-    input_length_key: ClassVar[str] = (
-        "encode.max_length"  # what bounds one input (<= model.max_len)
-    )
     decodes: ClassVar[bool] = True
 
     label_smoothing: float = Field(0.1, ge=0, lt=1)  # the original Transformer's

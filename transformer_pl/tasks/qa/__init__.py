@@ -1,0 +1,1 @@
+"""Extractive question answering (task: qa): a span head on the encoder."""

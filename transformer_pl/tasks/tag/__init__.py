@@ -1,0 +1,1 @@
+"""Named-entity recognition (task: tag): a token-classification head on the encoder."""
