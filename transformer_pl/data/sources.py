@@ -87,10 +87,15 @@ def _read_file(spec: DatasetSpec, split: str, folder: Path, name: str) -> RawSpl
     if spec.format == "text":
         frame, blank_lines = _read_lines(text, has_bad_bytes)
         return RawSplit(frame, files, blank_lines)
-    if spec.format == "conll":
-        return RawSplit(_read_conll(text, spec, has_bad_bytes), files)
-    if spec.format == "squad_json":
-        return RawSplit(_read_squad_json(text, path, spec, has_bad_bytes), files)
+    if spec.format in ("conll", "squad_json"):
+        if spec.format == "conll":
+            frame = _read_conll(text, spec, has_bad_bytes)
+        else:
+            frame = _read_squad_json(text, path, spec, has_bad_bytes)
+        if frame.empty:
+            what = "sentence" if spec.format == "conll" else "question"
+            raise DataError(f"{path} holds no {what} (format {spec.format}): is it the right file?")
+        return RawSplit(frame, files)
     columns = spec.source_columns(split)
     records = _Records(canonical_columns(spec))
     if spec.format in ("csv", "tsv"):
@@ -304,7 +309,9 @@ def _read_conll(text: str, spec: DatasetSpec, has_bad_bytes: bool) -> pd.DataFra
         if problem is not None:
             error = error or f"line {number}: {problem}"
             fields = replace_bad_bytes(line).split()
-        word, tag = (_field_position(field, len(fields)) for field in (spec.word_field, spec.tag_field))
+        word, tag = (
+            _field_position(field, len(fields)) for field in (spec.word_field, spec.tag_field)
+        )
         if word is None or tag is None or word == tag:
             error = error or (
                 f"line {number}: {len(fields)} field(s), no word field {spec.word_field} and "
@@ -344,7 +351,9 @@ def _read_squad_json(text: str, path: Path, spec: DatasetSpec, has_bad_bytes: bo
         qas = paragraph.get("qas", [])
         for question_index, qa in enumerate(qas if isinstance(qas, list) else [qas]):
             row += 1
-            where = f"article {article_index}, paragraph {paragraph_index}, question {question_index}"
+            where = (
+                f"article {article_index}, paragraph {paragraph_index}, question {question_index}"
+            )
             answers = qa.get("answers") if isinstance(qa, dict) else None
             well_formed = isinstance(answers, list) and all(isinstance(a, dict) for a in answers)
             if not isinstance(context, str) or not well_formed or "question" not in qa:

@@ -614,3 +614,19 @@ def test_encode_qa_windows_point_at_the_answer_tokens(tmp_path):
     # lowercased tokenizer: each answer decodes back from its window's span
     assert set(found) == {"paris", "france", "zebra"}
     assert found["paris"] == 1 and found["france"] == 1
+
+
+@pytest.mark.parametrize(
+    ("task", "content", "what"),
+    [
+        ("tag", "", "sentence"),
+        ("tag", "-DOCSTART- -X- -X- O\n\n", "sentence"),
+        ("qa", '{"data": []}', "question"),
+    ],
+)
+def test_a_file_without_records_is_refused_naming_it(tmp_path, task, content, what):
+    name = "train.txt" if task == "tag" else "train.json"
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    spec = dataset_spec(task=task, path=str(tmp_path), splits={"train": name})
+    with pytest.raises(DataError, match=rf"train\.\w+ holds no {what}"):
+        read_split(spec, "train", tmp_path)
