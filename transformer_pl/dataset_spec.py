@@ -16,6 +16,8 @@ from transformer_pl.section import Section
 if TYPE_CHECKING:
     import pandas as pd
 
+    from transformer_pl.stage_sections import CleanParams
+
 FileFormat = Literal[
     "csv", "tsv", "jsonl", "parquet", "text", "parallel_text", "conll", "squad_json"
 ]
@@ -48,6 +50,11 @@ class DatasetSpecBase(Section):
     # Clean normalises `text` (HTML, Unicode, whitespace); False keeps it byte for byte (QA:
     # answers are character offsets into it).
     normalised_text: ClassVar[bool] = True
+    # Line breaks in `text` are structure (a dialogue's turns): each line is normalised on its
+    # own and they stay joined by "\n".
+    multiline_text: ClassVar[bool] = False
+    # What the two sides of a parallel dataset hold, for reports (translate: the languages).
+    sides: ClassVar[tuple[str, str]] = ("source", "target")
     columns: ClassVar[tuple[str, ...]] = ()  # canonical columns besides `text`
     formats: ClassVar[tuple[FileFormat, ...]] = TABLE_FORMATS  # the file formats it reads
 
@@ -96,16 +103,17 @@ class DatasetSpecBase(Section):
         """What the default registered model name adds after the dataset's name."""
         return ""
 
-    def check_rows(self, text: pd.Series, frame: pd.DataFrame) -> RowChecks:
-        """Clean's task checks, after the text is normalised (`text`): the task's columns as
-        kept, and the rows to drop with their reason. `frame` holds the raw columns."""
+    def check_rows(self, kept: pd.DataFrame, frame: pd.DataFrame, params: CleanParams) -> RowChecks:
+        """Clean's task checks, after the text (and a parallel dataset's target) is normalised
+        (`kept`: text, target): the task's columns as kept, and the rows to drop with their
+        reason. `frame` holds the columns as read."""
         return RowChecks()
 
     def validation_values(self, frame: pd.DataFrame) -> dict[str, Any]:
         """The `validation_columns`, computed from a cleaned split."""
         return {}
 
-    def expectations(self) -> list[Any]:
+    def expectations(self, clean: CleanParams) -> list[Any]:
         """The task's Great Expectations expectations over every split (and its
         validation_columns)."""
         return []

@@ -70,6 +70,8 @@ class TokenizerParams(Section):
 class EncodeParams(Section):
     max_length: int = Field(512, ge=8)  # classification / translation sequence cap
     block_size: int = Field(128, ge=8)  # packed language-model blocks
+    # Encoder–decoder sources longer than max_length lose their end, or their start.
+    truncate_from: Literal["end", "start"] = "end"
     # QA: tokens two consecutive windows of one long context share, and the question's cap.
     stride: int = Field(128, ge=0)
     max_question_tokens: int = Field(64, gt=0)
@@ -202,8 +204,12 @@ class DecodeParams(Section):
     top_k: int | None = Field(None, ge=1)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = None  # sampling; None: a fresh draw on every call
-    beam_size: int = Field(4, ge=1)  # translation; 1 is greedy decoding
-    length_penalty: float = Field(0.6, ge=0)  # translation: score / length^length_penalty
+    beam_size: int = Field(4, ge=1)  # translation, summarization; 1 is greedy decoding
+    length_penalty: float = Field(0.6, ge=0)  # beam search: score / length^length_penalty
+    # Encoder–decoder outputs: no EOS before this many tokens; no n-gram of this size twice
+    # (0: off).
+    min_new_tokens: int = Field(0, ge=0)
+    no_repeat_ngram_size: int = Field(0, ge=0)
 
 
 class RegisterParams(Section):

@@ -1,13 +1,16 @@
-"""Language modelling and translation as a user runs them: `tpl run --profile tiny-lm` and
-`tpl run --profile tiny-translate` through Prefect, each in a fresh workspace (see conftest.py).
+"""Language modelling, translation and summarization as a user runs them: `tpl run --profile
+tiny-lm`, `tiny-translate` and `tiny-summarize` through Prefect, each in a fresh workspace (see
+conftest.py).
 
 tiny-lm runs as it is, on Tiny Shakespeare: test perplexity far below the uniform bound (the
 vocabulary size) and below unigram frequencies. tiny-translate is the overfit check: its model and
 budget on a few hundred Multi30k pairs that are its train, val and test split at once, so BLEU
 must rise far above zero (a model that cannot learn a mapping scores near it) and above copying
-the source. Each run writes samples of its outputs as artifacts, registers its task's pyfunc model
-as champion under its own name, serves it (the registered model continues prompts or translates
-sentences, per-request decoding params included; `tpl predict` prints them), and leaves DVC clean.
+the source. tiny-summarize is the same check on a few hundred SAMSum dialogues: its ROUGE must
+rise above the Lead-3 and Longest-3 extracts of the same dialogues. Each run writes samples of
+its outputs as artifacts, registers its task's pyfunc model as champion under its own name,
+serves it (the registered model continues prompts, translates or summarizes, per-request
+decoding params included; `tpl predict` prints them), and leaves DVC clean.
 One run per profile is shared by the module's tests (minutes each on a 2-core CPU).
 """
 
@@ -35,12 +38,24 @@ ProfileRun = Any  # conftest.PipelineRun
 # pairs are not dropped as leakage, and the profile's model trains for more epochs on them.
 OVERFIT_PAIRS = 256
 OVERFIT = {"clean": {"drop_leakage": False}, "finetune": {"max_epochs": 40}}
+# A summary is linked to its dialogue later than a translation to its sentence: fewer, shorter
+# dialogues and more steps (about 600) than the translation check.
+SUMMARIZE_OVERFIT = {
+    "clean": {"drop_leakage": False},
+    "encode": {"max_length": 128},
+    "finetune": {"max_epochs": 150, "batch_size": 16},
+}
+MIN_OVERFIT_ROUGE = {"rouge1": 90.0, "rougeL": 90.0}  # measured 98.6 and 98.6 (Lead-3 29.9)
 MIN_TEST_BLEU = 20.0  # measured 66.7 (greedy 46.0); a model ignoring its source scores near 1
 PROFILES = {
     # profile: (the run's fixture, the registered model, its pyfunc's output column)
     "tiny-lm": ("lm_run", "transformer-pl-tinyshakespeare", "continuation"),
     "tiny-translate": ("translate_run", "transformer-pl-multi30k-de-en", "translation"),
+    "tiny-summarize": ("summarize_run", "transformer-pl-samsum", "summary"),
 }
+OVERFIT_DIALOGUES = 64
+SAMSUM_SPLITS = ("train", "validation", "test")
+DIALOGUE = "Anna: Are we still on for lunch?\nBen: Yes, 12:30 at the usual place.\nAnna: Great!"
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +90,38 @@ def translate_run(
     )
     workspace.git("commit", "--quiet", "--all", "-m", "overfit check")
     return workspace.run_pipeline("tiny-translate")
+
+
+def _write_overfit_dialogues(samsum: Path, folder: Path) -> Path:
+    """SAMSum's first non-empty training dialogues under the file names of all three splits."""
+    folder.mkdir()
+    with gzip.open(samsum / "train.jsonl.gz", "rt", encoding="utf-8") as handle:
+        records = [line for line in handle if json.loads(line)["dialogue"].strip()]
+    for split in SAMSUM_SPLITS:
+        with gzip.open(folder / f"{split}.jsonl.gz", "wt", encoding="utf-8") as handle:
+            handle.writelines(records[:OVERFIT_DIALOGUES])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def summarize_run(
+    e2e_workspace: MakeE2eWorkspace,
+    update_params: UpdateParams,
+    shared_data: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ProfileRun:
+    folder = tmp_path_factory.mktemp("dialogues") / "d"
+    dialogues = _write_overfit_dialogues(shared_data / "samsum", folder)
+    workspace = e2e_workspace("tiny-summarize")
+    update_params(
+        workspace.root,
+        {
+            "datasets": {"samsum": {"path": str(dialogues)}},
+            "profiles": {"tiny-summarize": SUMMARIZE_OVERFIT},
+        },
+    )
+    workspace.git("commit", "--quiet", "--all", "-m", "overfit check")
+    return workspace.run_pipeline("tiny-summarize")
 
 
 @pytest.fixture(params=list(PROFILES))
@@ -140,7 +187,22 @@ def test_tiny_translate_bleu_is_above_a_small_bound_and_the_source(
     assert samples and all(sample["translation"] for sample in samples)
 
 
-# --- both -------------------------------------------------------------------------------------
+# --- summarization ----------------------------------------------------------------------------
+
+
+def test_tiny_summarize_rouge_is_above_lead_3_and_longest_3(summarize_run: ProfileRun) -> None:
+    metrics = summarize_run.json("metrics/evaluate.json")
+    print({key: value for key, value in metrics.items() if "rouge" in key})
+    assert metrics["test_examples"] == OVERFIT_DIALOGUES
+    for rouge in ("rouge1", "rougeL"):
+        assert metrics[f"test_{rouge}"] > MIN_OVERFIT_ROUGE[rouge], metrics
+        assert metrics[f"test_{rouge}_minus_lead3_ci95_low"] > 0, metrics
+        assert metrics[f"test_{rouge}_minus_baseline_ci95_low"] > 0, metrics  # Longest-3
+    samples = summarize_run.json("metrics/samples.json")["samples"]
+    assert samples and all(sample["summary"].strip() for sample in samples)
+
+
+# --- all --------------------------------------------------------------------------------------
 
 
 def test_registers_its_task_model_as_champion_and_serves_it(profile_run: ProfileRun) -> None:
@@ -157,11 +219,11 @@ def test_registers_its_task_model_as_champion_and_serves_it(profile_run: Profile
             assert version.tags["evaluation.bleu_signature"] == metrics["bleu_signature"]
 
         served = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
-        texts = (
-            ["ROMEO:", "KING RICHARD III:"]
-            if profile_run.profile == "tiny-lm"
-            else ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee."]
-        )
+        texts = {
+            "tiny-lm": ["ROMEO:", "KING RICHARD III:"],
+            "tiny-translate": ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee."],
+            "tiny-summarize": [DIALOGUE, "Tom: I'm late.\r\nKate: Again?"],
+        }[profile_run.profile]
         frame = pd.DataFrame({"text": texts})
         answers = served.predict(frame)
         assert list(answers.columns) == [column] and len(answers) == len(texts)

@@ -19,7 +19,7 @@ def test_project_params_load_for_every_profile(raw):
     for profile in ["default", *raw["profiles"]]:
         params = load_params(PROJECT_PARAMS, profile)
         assert params.profile == profile
-        assert params.dataset_spec.task in {"classify", "lm", "translate", "tag", "qa"}
+        assert params.dataset_spec.task in {"classify", "lm", "translate", "tag", "qa", "summarize"}
 
 
 def test_profile_overlays_only_the_keys_it_names(raw):
@@ -58,7 +58,7 @@ def test_out_of_range_value_is_rejected(raw):
 
 
 def test_unknown_profile_lists_the_known_ones(raw):
-    known = r"allowed: default, .*tiny, tiny-lm, tiny-ner, tiny-qa, tiny-translate"
+    known = r"allowed: default, .*tiny, tiny-lm, tiny-ner, tiny-qa, tiny-summarize, tiny-translate"
     with pytest.raises(ConfigError, match=known):
         parse_params(raw, "huge")
 

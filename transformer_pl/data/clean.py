@@ -69,7 +69,16 @@ def collapse_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-def normalize_text(text: str, params: CleanParams) -> str:
+def normalize_text(text: str, params: CleanParams, keep_lines: bool = False) -> str:
+    """`text` normalised (`normalize_line`); with `keep_lines`, each non-blank line on its own,
+    joined by "\n" ("\r\n" and "\r" count as line breaks)."""
+    if not keep_lines:
+        return normalize_line(text, params)
+    lines = (normalize_line(line, params) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def normalize_line(text: str, params: CleanParams) -> str:
     # Entities are decoded before Unicode normalisation, so "&nbsp;" is normalised too. The
     # membership and is_normalized checks are fast paths: most texts need neither step.
     if params.strip_html and ("<" in text or "&" in text):
@@ -140,14 +149,18 @@ class _SplitCleaner:
         self.detail[new] = detail[new] if isinstance(detail, pd.Series) else detail
 
     def check_text(
-        self, params: CleanParams, column: str = "text", normalise: bool = True
+        self,
+        params: CleanParams,
+        column: str = "text",
+        normalise: bool = True,
+        keep_lines: bool = False,
     ) -> pd.Series:
         """Normalise a text column (unless `normalise` is false: kept as read), dropping
         unusable rows; returns the text kept."""
         original = self.frame[column]
         normalised = original.fillna("")
         if normalise:
-            normalised = normalised.map(lambda text: normalize_text(text, params))
+            normalised = normalised.map(lambda text: normalize_text(text, params, keep_lines))
         normalised = normalised.astype("string")
         lengths = normalised.str.len()
         side = "" if column == "text" else f"{column}: "
@@ -245,18 +258,15 @@ def clean_splits(
     cleaners = {split: _SplitCleaner(split, frame) for split, frame in sampled.items()}
     for split, cleaner in cleaners.items():
         cleaner.drop(cleaner.frame["parse_error"].notna(), "parse_error", cleaner.frame.parse_error)
-        cleaner.text = cleaner.check_text(params, normalise=spec.normalised_text)
+        cleaner.text = cleaner.check_text(
+            params, normalise=spec.normalised_text, keep_lines=spec.multiline_text
+        )
         if spec.parallel:
             cleaner.target = cleaner.check_text(params, "target")
-            ratio = length_ratio(cleaner.text, cleaner.target)
-            cleaner.drop(
-                ratio > params.max_length_ratio,
-                "length_ratio",
-                "length ratio " + ratio.round(1).astype(str) + f" > {params.max_length_ratio}",
-            )
         if spec.labelled and split != "unlabeled":
             cleaner.check_labels(spec)
-        checks = spec.check_rows(cleaner.text, cleaner.frame)
+        kept = pd.DataFrame({"text": cleaner.text, "target": cleaner.target})
+        checks = spec.check_rows(kept, cleaner.frame, params)
         for mask, reason, detail in checks.problems:
             cleaner.drop(mask, reason, detail)
         cleaner.task_columns = checks.columns

@@ -183,13 +183,16 @@ class _Encoder:
         return self._map(ids, wrap, split, "classification", features)
 
     def translation(self, frame: pd.DataFrame, split: str) -> Dataset:
+        """Source ids (a longer source loses its end, or its start: `truncate_from`) and
+        [BOS] target ids [EOS], each at most `max_length`."""
         limit = self.params.max_length
+        start = self.params.truncate_from == "start"
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
             sources = self.tokenizer.encode_batch_fast(batch["text"], add_special_tokens=False)
             targets = self.tokenizer.encode_batch_fast(batch["target"], add_special_tokens=False)
             return {
-                "source_ids": [e.ids[:limit] for e in sources],
+                "source_ids": [e.ids[-limit:] if start else e.ids[:limit] for e in sources],
                 "target_ids": [[BOS_ID, *e.ids[: limit - 2], EOS_ID] for e in targets],
                 "truncated": [
                     len(source.ids) > limit or len(target.ids) > limit - 2

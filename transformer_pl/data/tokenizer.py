@@ -92,7 +92,7 @@ def training_texts(
     sources = ["train"]
     if spec.parallel:
         texts += frames["train"]["target"].tolist()
-        sources = [f"train ({spec.source_language})", f"train ({spec.target_language})"]
+        sources = [f"train ({side})" for side in spec.sides]
     if params.use_unlabeled and "unlabeled" in frames:
         texts += frames["unlabeled"]["text"].tolist()
         sources.append("unlabeled")

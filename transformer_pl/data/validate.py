@@ -5,8 +5,8 @@ One suite per split, built from the dataset spec and the clean/validate params:
     every task    exactly the expected columns, their types, no nulls, unique row numbers, text
                   lengths within [min_chars, max_chars], at least `min_rows_per_split` rows
     classify      labels in range(len(label_names)); unique texts (when deduplicating)
-    translate     both sides within the length bounds (no empty side), `length_ratio` within
-                  max_length_ratio, unique (text, target) pairs
+    translate     both sides within the length bounds (no empty side), unique (text, target)
+                  pairs
     lm            non-empty lines of at least min_chars (repeated lines are allowed)
     (task's own)  the dataset spec's `expectations` over its `validation_columns` (e.g. tag:
                   IOB2 tags, one per word)
@@ -17,7 +17,7 @@ and one summary suite over a table with a row per split: `quarantine_fraction` a
 `max_quarantine_fraction`, `rarest_class_fraction` at least `min_class_fraction` (classify), no
 `unaligned_lines` (translate: both languages' files have a line for every pair), and at least
 `min_words_per_split` whitespace-separated `words` (lm: the text a perplexity is measured on).
-`in_heldout` and `length_ratio` are computed for validation only.
+`in_heldout` is computed for validation only.
 
 GX 1.x: an ephemeral context (in-memory stores, analytics off) with one filesystem output, the
 Data Docs site; per frame a pandas data source asset, a whole-dataframe batch definition, a
@@ -45,7 +45,6 @@ from great_expectations.data_context.types.base import (
 
 from transformer_pl.params import CleanParams, DatasetSpec, ValidateParams
 from transformer_pl.data import HELDOUT_SPLITS, TRAINING_SPLITS
-from transformer_pl.data.clean import length_ratio
 
 SUMMARY = "summary"
 
@@ -154,15 +153,9 @@ def split_expectations(
             if len(example) > 1
             else gxe.ExpectColumnValuesToBeUnique(column="text")
         )
-    if "length_ratio" in derived:
-        expectations.append(
-            gxe.ExpectColumnValuesToBeBetween(
-                column="length_ratio", min_value=1, max_value=clean.max_length_ratio
-            )
-        )
     if "in_heldout" in derived:
         expectations.append(gxe.ExpectColumnValuesToBeInSet(column="in_heldout", value_set=[False]))
-    return expectations + spec.expectations()
+    return expectations + spec.expectations(clean)
 
 
 def summary_expectations(spec: DatasetSpec, params: ValidateParams) -> list[gxe.Expectation]:
@@ -231,9 +224,9 @@ def _rarest_class_fraction(labels: pd.Series, spec: DatasetSpec) -> float:
 
 
 def _derived_columns(split: str, spec: DatasetSpec, clean: CleanParams) -> list[str]:
-    """Columns computed for validation only: translation length ratio, and for training splits
-    whether the text is also in val/test (unless leakage is allowed: drop_leakage false)."""
-    derived = ["length_ratio"] if spec.parallel else []
+    """Columns computed for validation only: for training splits, whether the text is also in
+    val/test (unless leakage is allowed: drop_leakage false); then the task's own."""
+    derived = []
     if not spec.corpus and split in TRAINING_SPLITS and clean.drop_leakage:
         derived.append("in_heldout")
     return derived + list(spec.validation_columns)
@@ -244,8 +237,6 @@ def _with_derived_columns(
 ) -> pd.DataFrame:
     frame = frames[split].copy()
     derived = _derived_columns(split, spec, clean)
-    if "length_ratio" in derived:
-        frame["length_ratio"] = length_ratio(frame["text"], frame["target"])
     if "in_heldout" in derived:
         heldout = [frames[name]["text"] for name in HELDOUT_SPLITS if name in frames]
         frame["in_heldout"] = frame["text"].isin(set().union(*heldout))

@@ -40,6 +40,35 @@ def sample_next_token(
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
 
 
+def constrain_next(
+    log_probs: Tensor,
+    tokens: Tensor,
+    step: int,
+    eos_token_id: int,
+    min_new_tokens: int = 0,
+    no_repeat_ngram_size: int = 0,
+) -> Tensor:
+    """`log_probs` (N, V) of the next token after each row of `tokens` (N, T, the generated
+    tokens so far, `step` of them), with what may not come next at -inf: EOS before
+    `min_new_tokens` tokens, and any token that would repeat an n-gram of
+    `no_repeat_ngram_size` tokens already in its row (Paulus et al., 2018)."""
+    if step < min_new_tokens:
+        log_probs[:, eos_token_id] = float("-inf")
+    n = no_repeat_ngram_size
+    if n > 0 and tokens.size(1) >= n:
+        rows = tokens.tolist()
+        for row, sequence in enumerate(rows):
+            prefix = tuple(sequence[len(sequence) - n + 1 :])
+            banned = [
+                sequence[start + n - 1]
+                for start in range(len(sequence) - n + 1)
+                if tuple(sequence[start : start + n - 1]) == prefix
+            ]
+            if banned:
+                log_probs[row, banned] = float("-inf")
+    return log_probs
+
+
 def _check_length(model_max_len: int, prompt_len: int, max_new_tokens: int) -> None:
     if prompt_len + max_new_tokens > model_max_len:
         raise ValueError(
@@ -101,9 +130,11 @@ def greedy_translate(
     bos_token_id: int,
     eos_token_id: int,
     max_new_tokens: int,
+    min_new_tokens: int = 0,
+    no_repeat_ngram_size: int = 0,
 ) -> Tensor:
-    """Argmax decoding. Returns (B, n ≤ max_new_tokens) target tokens after BOS, EOS included
-    where produced, config.pad_token_id after it."""
+    """Argmax decoding (under `constrain_next`). Returns (B, n ≤ max_new_tokens) target tokens
+    after BOS, EOS included where produced, config.pad_token_id after it."""
     _check_length(model.config.max_len, 1, max_new_tokens)
     memory = model.encode(source_ids, source_mask)
     B = source_ids.size(0)
@@ -111,8 +142,12 @@ def greedy_translate(
     token = torch.full((B, 1), bos_token_id, dtype=torch.long, device=source_ids.device)
     finished = torch.zeros(B, dtype=torch.bool, device=source_ids.device)
     outputs: list[Tensor] = []
-    for _ in range(max_new_tokens):
-        logits = model.decode(token, memory, source_mask, cache=cache)[:, -1]
+    for step in range(max_new_tokens):
+        logits = model.decode(token, memory, source_mask, cache=cache)[:, -1].float()
+        generated = torch.stack(outputs, dim=1) if outputs else token[:, :0]
+        logits = constrain_next(
+            logits, generated, step, eos_token_id, min_new_tokens, no_repeat_ngram_size
+        )
         next_token = logits.argmax(dim=-1).masked_fill(finished, model.config.pad_token_id)
         outputs.append(next_token)
         finished |= next_token == eos_token_id
@@ -132,8 +167,11 @@ def beam_search(
     max_new_tokens: int,
     beam_size: int = 4,
     length_penalty: float = 1.0,
+    min_new_tokens: int = 0,
+    no_repeat_ngram_size: int = 0,
 ) -> Tensor:
-    """Beam search; same output format as greedy_translate, the best hypothesis per source.
+    """Beam search (each step under `constrain_next`); same output format as greedy_translate,
+    the best hypothesis per source.
 
     Each source keeps beam_size hypotheses ranked by total log-probability. A hypothesis that
     has produced EOS stays in the beam with its score frozen (it continues with padding at
@@ -155,9 +193,12 @@ def beam_search(
     finished = torch.zeros(B * K, dtype=torch.bool, device=device)
     lengths = torch.zeros(B * K, device=device)
     cache = DecoderCache()
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         log_probs = model.decode(tokens[:, -1:], memory, memory_mask, cache=cache)[:, -1]
         log_probs = log_probs.float().log_softmax(dim=-1)  # (B·K, V)
+        log_probs = constrain_next(
+            log_probs, tokens[:, 1:], step, eos_token_id, min_new_tokens, no_repeat_ngram_size
+        )
         log_probs[finished] = float("-inf")
         log_probs[finished, pad] = 0.0
         V = log_probs.size(-1)

@@ -6,10 +6,11 @@ from transformer_pl.tasks.classify.task import CLASSIFY
 from transformer_pl.tasks.lm.task import LM
 from transformer_pl.tasks.protocol import Task
 from transformer_pl.tasks.qa.task import QA
+from transformer_pl.tasks.summarize.task import SUMMARIZE
 from transformer_pl.tasks.tag.task import TAG
 from transformer_pl.tasks.translate.task import TRANSLATE
 
-TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFY, LM, TRANSLATE, TAG, QA)}
+TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFY, LM, TRANSLATE, TAG, QA, SUMMARIZE)}
 
 
 def task_named(name: str) -> Task:

@@ -45,6 +45,7 @@ class SequenceBundleConfig:
     max_length: int
     source_language: str | None = None
     target_language: str | None = None
+    truncate_from: str = "end"  # a source longer than max_length loses its end, or its start
     decoding: DecodeParams = field(default_factory=DecodeParams)
 
     def __post_init__(self) -> None:
@@ -56,7 +57,14 @@ class SequenceBundleConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SequenceBundleConfig:
-        expected = {"task", "model", "max_length", "source_language", "target_language"}
+        expected = {
+            "task",
+            "model",
+            "max_length",
+            "source_language",
+            "target_language",
+            "truncate_from",
+        }
         if unknown := set(data) - expected - {"decoding"}:
             raise ValueError(f"unknown bundle config key(s): {sorted(unknown)}")
         return cls(
@@ -124,6 +132,8 @@ DECODE_PARAM_TYPES = {
     "seed": "long",
     "beam_size": "long",
     "length_penalty": "double",
+    "min_new_tokens": "long",
+    "no_repeat_ngram_size": "long",
 }
 
 

@@ -12,16 +12,27 @@ from transformer_pl.section import Section
 from transformer_pl.tasks.classify.settings import ClassifyDataset, ClassifySettings
 from transformer_pl.tasks.lm.settings import LanguageModelDataset, LanguageModelSettings
 from transformer_pl.tasks.qa.settings import QADataset, QASettings
+from transformer_pl.tasks.summarize.settings import SummarizeDataset, SummarizeSettings
 from transformer_pl.tasks.tag.settings import TagDataset, TagSettings
 from transformer_pl.tasks.translate.settings import TranslateDataset, TranslateSettings
 
 DatasetSpec = Annotated[
-    ClassifyDataset | LanguageModelDataset | TranslateDataset | TagDataset | QADataset,
+    ClassifyDataset
+    | LanguageModelDataset
+    | TranslateDataset
+    | TagDataset
+    | QADataset
+    | SummarizeDataset,
     Field(discriminator="task"),
 ]
 
 TaskSettings = (
-    ClassifySettings | LanguageModelSettings | TranslateSettings | TagSettings | QASettings
+    ClassifySettings
+    | LanguageModelSettings
+    | TranslateSettings
+    | TagSettings
+    | QASettings
+    | SummarizeSettings
 )
 
 
@@ -31,6 +42,7 @@ class TasksParams(Section):
     translate: TranslateSettings = TranslateSettings()
     tag: TagSettings = TagSettings()
     qa: QASettings = QASettings()
+    summarize: SummarizeSettings = SummarizeSettings()
 
 
 _DATASET_SPEC: TypeAdapter[DatasetSpec] = TypeAdapter(DatasetSpec)

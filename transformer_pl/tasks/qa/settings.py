@@ -13,6 +13,8 @@ from transformer_pl.task_settings import TaskSettingsBase
 if TYPE_CHECKING:
     import pandas as pd
 
+    from transformer_pl.stage_sections import CleanParams
+
 
 class QADataset(DatasetSpecBase):
     """Questions on paragraphs, each with its answers as spans of the paragraph: SQuAD v1.1
@@ -44,18 +46,18 @@ class QADataset(DatasetSpecBase):
             "title": self.title_column,
         }
 
-    def check_rows(self, text: pd.Series, frame: pd.DataFrame) -> RowChecks:
+    def check_rows(self, kept: pd.DataFrame, frame: pd.DataFrame, params: CleanParams) -> RowChecks:
         """Questions normalised like text; every answer a span of its context; ids unique."""
         from transformer_pl.tasks.qa.rows import check_question_rows
 
-        return check_question_rows(text, frame)
+        return check_question_rows(kept["text"], frame)
 
     def validation_values(self, frame: pd.DataFrame) -> dict[str, Any]:
         from transformer_pl.tasks.qa.rows import question_validation_values
 
         return question_validation_values(frame)
 
-    def expectations(self) -> list[Any]:
+    def expectations(self, clean: CleanParams) -> list[Any]:
         from transformer_pl.tasks.qa.rows import question_expectations
 
         return question_expectations()

@@ -13,6 +13,8 @@ from transformer_pl.task_settings import TaskSettingsBase
 if TYPE_CHECKING:
     import pandas as pd
 
+    from transformer_pl.stage_sections import CleanParams
+
 
 class TagDataset(DatasetSpecBase):
     """Sentences of words, each word with an entity tag: `conll` files (a word per line, its
@@ -42,19 +44,19 @@ class TagDataset(DatasetSpecBase):
     def source_columns(self, split: str) -> dict[str, str]:
         return {**super().source_columns(split), "tags": self.tag_column}
 
-    def check_rows(self, text: pd.Series, frame: pd.DataFrame) -> RowChecks:
+    def check_rows(self, kept: pd.DataFrame, frame: pd.DataFrame, params: CleanParams) -> RowChecks:
         """Tags as IOB2; a sentence whose tags do not pair with its words, or break the
         scheme, is dropped with the word at fault."""
         from transformer_pl.tasks.tag.rows import check_tagged_rows
 
-        return check_tagged_rows(text, frame["tags"], self.tag_scheme)
+        return check_tagged_rows(kept["text"], frame["tags"], self.tag_scheme)
 
     def validation_values(self, frame: pd.DataFrame) -> dict[str, Any]:
         from transformer_pl.tasks.tag.rows import tag_validation_values
 
         return tag_validation_values(frame)
 
-    def expectations(self) -> list[Any]:
+    def expectations(self, clean: CleanParams) -> list[Any]:
         from transformer_pl.tasks.tag.rows import tag_expectations
 
         return tag_expectations()

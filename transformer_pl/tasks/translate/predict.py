@@ -25,6 +25,14 @@ from transformer_pl.tasks.sequence import (
 )
 
 TASK = "translate"
+# The decode settings an encoder–decoder reads (what a request may override).
+TRANSLATE_DECODING = (
+    "max_new_tokens",
+    "beam_size",
+    "length_penalty",
+    "min_new_tokens",
+    "no_repeat_ngram_size",
+)
 
 
 def load_translator_bundle(
@@ -42,12 +50,18 @@ def translate_texts(
     decoding: DecodeParams,
     max_length: int,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    truncate_from: str = "end",
 ) -> list[str]:
-    """One translation per source: beam search (`beam_size` > 1, `length_penalty`) or greedy,
-    at most `max_new_tokens` tokens. Sources keep their first `max_length` ids, as in training;
-    they are batched by length (less padding) and returned in input order."""
+    """One output per source: beam search (`beam_size` > 1, `length_penalty`) or greedy, at
+    most `max_new_tokens` tokens, under `min_new_tokens` and `no_repeat_ngram_size`. A source
+    keeps `max_length` ids, its first (`truncate_from` "end") or last, as in training; sources
+    are batched by length (less padding) and returned in input order."""
+    start = truncate_from == "start"
     # An empty source still needs one position for the encoder to attend to.
-    ids = [source[:max_length] or [EOS_ID] for source in token_ids(tokenizer, sources)]
+    ids = [
+        (source[-max_length:] if start else source[:max_length]) or [EOS_ID]
+        for source in token_ids(tokenizer, sources)
+    ]
     order = sorted(range(len(ids)), key=lambda index: len(ids[index]))
     translations: dict[int, str] = {}
     for batch in batches(order, batch_size):
@@ -63,10 +77,19 @@ def translate_texts(
                 decoding.max_new_tokens,
                 beam_size=decoding.beam_size,
                 length_penalty=decoding.length_penalty,
+                min_new_tokens=decoding.min_new_tokens,
+                no_repeat_ngram_size=decoding.no_repeat_ngram_size,
             )
         else:
             tokens = greedy_translate(
-                model, source_ids, source_mask, BOS_ID, EOS_ID, decoding.max_new_tokens
+                model,
+                source_ids,
+                source_mask,
+                BOS_ID,
+                EOS_ID,
+                decoding.max_new_tokens,
+                decoding.min_new_tokens,
+                decoding.no_repeat_ngram_size,
             )
         for index, row in zip(batch, tokens.tolist(), strict=True):
             translations[index] = decode_ids(tokenizer, row).strip()
@@ -79,7 +102,7 @@ class TransformerTranslatorModel(DecodingModel):
 
     load_bundle = staticmethod(load_translator_bundle)
     output_column = "translation"
-    decoding_params = ("max_new_tokens", "beam_size", "length_penalty")
+    decoding_params = TRANSLATE_DECODING
     example = "A sentence to translate."
 
     def decode_texts(self, texts: list[str], decoding: DecodeParams) -> list[str]:
@@ -90,4 +113,5 @@ class TransformerTranslatorModel(DecodingModel):
             decoding,
             self.config.max_length,
             PREDICT_BATCH_SIZE,
+            self.config.truncate_from,
         )

@@ -24,6 +24,7 @@ def translator_recipe(params: Params, layout: Layout, config: TransformerConfig)
         datamodule=finetune_datamodule(Seq2SeqDataModule, params, layout),
         export_metadata={
             "max_length": params.encode.max_length,
+            "truncate_from": params.encode.truncate_from,
             "source_language": spec.source_language,
             "target_language": spec.target_language,
         },

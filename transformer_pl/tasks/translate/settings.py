@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from transformer_pl.dataset_spec import TABLE_FORMATS, DatasetSpecBase, FileFormat
+from transformer_pl.dataset_spec import TABLE_FORMATS, DatasetSpecBase, FileFormat, RowChecks
 from transformer_pl.task_settings import TaskSettingsBase
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from transformer_pl.stage_sections import CleanParams
 
 
 class TranslateDataset(DatasetSpecBase):
@@ -18,6 +23,7 @@ class TranslateDataset(DatasetSpecBase):
     parallel: ClassVar[bool] = True
     columns: ClassVar[tuple[str, ...]] = ("target",)
     example_columns: ClassVar[tuple[str, ...]] = ("text", "target")
+    validation_columns: ClassVar[tuple[str, ...]] = ("length_ratio",)
     formats: ClassVar[tuple[FileFormat, ...]] = (*TABLE_FORMATS, "parallel_text")
 
     task: Literal["translate"]
@@ -33,6 +39,33 @@ class TranslateDataset(DatasetSpecBase):
 
     def source_columns(self, split: str) -> dict[str, str]:
         return {**super().source_columns(split), "target": self.target_column or "target"}
+
+    @property
+    def sides(self) -> tuple[str, str]:  # type: ignore[override]
+        return (self.source_language, self.target_language)
+
+    def check_rows(self, kept: pd.DataFrame, frame: pd.DataFrame, params: CleanParams) -> RowChecks:
+        """A pair whose one side is more than clean.max_length_ratio times the other (in
+        characters) is dropped: `length_ratio` (a misaligned or partial translation)."""
+        from transformer_pl.data.clean import length_ratio
+
+        ratio = length_ratio(kept["text"], kept["target"])
+        detail = "length ratio " + ratio.round(1).astype(str) + f" > {params.max_length_ratio}"
+        return RowChecks(problems=[(ratio > params.max_length_ratio, "length_ratio", detail)])
+
+    def validation_values(self, frame: pd.DataFrame) -> dict[str, Any]:
+        from transformer_pl.data.clean import length_ratio
+
+        return {"length_ratio": length_ratio(frame["text"], frame["target"])}
+
+    def expectations(self, clean: CleanParams) -> list[Any]:
+        import great_expectations.expectations as gxe
+
+        return [
+            gxe.ExpectColumnValuesToBeBetween(
+                column="length_ratio", min_value=1, max_value=clean.max_length_ratio
+            )
+        ]
 
     @property
     def model_name_suffix(self) -> str:

@@ -1,0 +1,1 @@
+"""Abstractive summarization (task: summarize): the encoder–decoder writes a source's summary."""
