@@ -46,7 +46,7 @@ $(TEST_EXTRAS): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements.lock transformers==5.24.0
 	touch $(TEST_EXTRAS)
 
-test: $(TEST_EXTRAS)  ## the whole test suite, end-to-end pipeline runs included (~25–30 min on 2 cores)
+test: $(TEST_EXTRAS)  ## the whole test suite, end-to-end pipeline runs included (~40 min on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(TEST_EXTRAS)  ## unit and integration tests without the slow ones (~4 min)
