@@ -8,14 +8,17 @@ A planted checkpoint where training resumes is in test_training.py (beside the r
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +162,11 @@ def test_corrupt_dvc_lock_is_moved_aside_and_rebuilt(
 ) -> None:
     lock = project / workspace.DVC_LOCK_FILE
     lock.write_text(content)
+    # DVC itself (`dvc repro`, `dvc status`) refuses it, naming the file.
+    refused = subprocess.run(
+        [sys.executable, "-m", "dvc", "status"], cwd=project, capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "'./dvc.lock'" in refused.stderr, refused.stderr
 
     assert not _ingest_ran()  # the stage's outputs are fine: only dvc.lock is redone
 
@@ -342,16 +350,35 @@ def test_lock_a_dead_holder_left_with_a_process_it_started_is_broken(
     assert "has ended; breaking the lock" in caplog.text
 
 
-# --- the whole pipeline after its state files were damaged -----------------------------------
+# --- the whole pipeline: damaged state files, and SIGKILL anywhere ----------------------------
+
+DATA_STAGES = ("ingest", "clean", "validate", "split", "tokenizer", "encode")
+# Data that two workspaces must agree on: ingest's record names the workspace's own source
+# folder and the Data Docs carry their run's time, so those two stages' outputs differ anyway.
+COMPARED_DATA_STAGES = ("clean", "split", "tokenizer", "encode")
+
+
+def _data_outputs(root: Path) -> dict[str, Any]:
+    """What dvc.lock records of the data stages' outputs (paths and md5s)."""
+    stages = yaml.safe_load((root / workspace.DVC_LOCK_FILE).read_text())["stages"]
+    return {name: stages[name]["outs"] for name in COMPARED_DATA_STAGES}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(make_workspace: MakeWorkspace, shared_data: Path) -> tuple[Path, dict]:
+    """A workspace after one `tpl run` of the tiny profile, and its data outputs as recorded
+    then (the workspace itself is damaged by the test that uses it)."""
+    root = make_workspace("crash-safety-pipeline")
+    first = _tpl(root, "run", "--profile", PROFILE)
+    assert first.returncode == 0, first.stderr[-6000:]
+    return root, _data_outputs(root)
 
 
 @pytest.mark.slow  # trains the tiny model
 def test_tpl_run_completes_after_its_records_and_dvc_lock_were_cut_short(
-    make_workspace: MakeWorkspace, shared_data: Path
+    uninterrupted_run: tuple[Path, dict],
 ) -> None:
-    root = make_workspace("crash-safety-pipeline")
-    first = _tpl(root, "run", "--profile", PROFILE)
-    assert first.returncode == 0, first.stderr[-6000:]
+    root, _ = uninterrupted_run
     last_run = root / workspace.LAST_PIPELINE_RUN_FILE
     lock = root / workspace.DVC_LOCK_FILE
 
@@ -371,20 +398,77 @@ def test_tpl_run_completes_after_its_records_and_dvc_lock_were_cut_short(
     assert "Nothing changed since the last run" in unchanged.stderr
 
 
-@pytest.mark.slow  # trains the tiny model, twice in part
-def test_a_run_killed_during_finetune_is_finished_by_the_rerun(
-    make_workspace: MakeWorkspace, shared_data: Path, tmp_path: Path
-) -> None:
-    from mlflow import MlflowClient
+def _record_written(stage: str) -> Callable[[Path], bool]:
+    return lambda root: (root / workspace.OUTPUT_RECORDS_DIR / f"{stage}.json").is_file()
 
-    root = make_workspace("killed-in-finetune")
+
+def _in_registry(root: Path, query: str, *arguments: str) -> bool:
+    """Whether `query` finds a row in the workspace's MLflow store (read-only; a store that is
+    being written or not yet created counts as no row)."""
+    try:
+        with closing(sqlite3.connect(f"file:{root / 'mlflow.db'}?mode=ro", uri=True)) as db:
+            return db.execute(query, arguments).fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
+def _stage_running(stage: str) -> Callable[[Path], bool]:
+    query = (
+        "SELECT 1 FROM runs JOIN tags USING (run_uuid)"
+        " WHERE tags.key = 'stage' AND tags.value = ? AND runs.status = 'RUNNING'"
+    )
+    return lambda root: _in_registry(root, query, stage)
+
+
+def _model_version_created(root: Path) -> bool:
+    return _in_registry(root, "SELECT 1 FROM model_versions")
+
+
+def _finetune_checkpointed(root: Path) -> bool:
+    return bool(list(root.glob(".checkpoints/finetune-*/checkpoints/last.ckpt")))
+
+
+def _dvc_commit_holds_its_lock(root: Path) -> bool:
+    """Whether a process holds DVC's repository lock (zc.lockfile: an flock on .dvc/tmp/lock);
+    in a `tpl run`, only the DVC commit takes it."""
+    try:
+        descriptor = os.open(root / ".dvc" / "tmp" / "lock", os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(descriptor)
+
+
+# Where each successive `tpl run` is killed, in pipeline order: every stage boundary (the
+# stage's output record written), inside the training stages, after the model version was
+# created, and while the DVC commit holds its lock.
+KILL_POINTS: tuple[tuple[str, Callable[[Path], bool]], ...] = (
+    *((f"after {stage}", _record_written(stage)) for stage in DATA_STAGES),
+    ("inside pretrain", _stage_running("pretrain")),
+    ("after pretrain", _record_written("pretrain")),
+    ("inside finetune (checkpointed)", _finetune_checkpointed),
+    ("after finetune", _record_written("finetune")),
+    ("after evaluate", _record_written("evaluate")),
+    ("inside register (version created)", _model_version_created),
+    ("inside the DVC commit", _dvc_commit_holds_its_lock),
+)
+
+
+def _kill_when(root: Path, reached: Callable[[Path], bool], log: Path) -> None:
+    """Start `tpl run` in its own process group and SIGKILL the whole group once `reached`."""
     env = _without_token() | {
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "PYTHONSAFEPATH": "1",
     }
-    log = tmp_path / "killed-run.log"
     with log.open("w") as output:
-        killed = subprocess.Popen(
+        run = subprocess.Popen(
             [sys.executable, "-m", "transformer_pl.cli", "run", "--profile", PROFILE],
             cwd=root,
             env=env,
@@ -392,29 +476,42 @@ def test_a_run_killed_during_finetune_is_finished_by_the_rerun(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the kill takes every child
         )
-    # Mid-training: finetune has checkpointed at least once and not finished.
     deadline = time.monotonic() + TPL_RUN_TIMEOUT_SECONDS
-    while not list(root.glob(".checkpoints/finetune-*/checkpoints/last.ckpt")):
-        assert killed.poll() is None, log.read_text()[-6000:]
-        assert time.monotonic() < deadline, "finetune never checkpointed"
-        time.sleep(0.2)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
+    try:
+        while not reached(root):
+            assert run.poll() is None, f"ended before {log.stem}:\n{log.read_text()[-6000:]}"
+            assert time.monotonic() < deadline, f"never reached {log.stem}"
+            time.sleep(0.02)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+
+
+@pytest.mark.slow  # trains the tiny model, killed at every point of KILL_POINTS in turn
+def test_a_run_killed_anywhere_is_finished_by_the_rerun(
+    make_workspace: MakeWorkspace, uninterrupted_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    root = make_workspace("killed-everywhere")
+    for where, reached in KILL_POINTS:
+        _kill_when(root, reached, tmp_path / f"{where}.log")
 
     rerun = _tpl(root, "run", "--profile", PROFILE)
 
     assert rerun.returncode == 0, rerun.stderr[-6000:]
     assert json.loads((root / "metrics" / "train" / "finetune.json").read_text())["resumed"]
     assert _dvc_status_clean(root)
+    assert _data_outputs(root) == uninterrupted_run[1]
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     registration = json.loads((root / "metrics" / "register.json").read_text())
     (version,) = client.search_model_versions(f"name = '{registration['model_name']}'")
     assert version.tags["registration"] == "complete"
     aliases = client.get_registered_model(registration["model_name"]).aliases
     assert aliases == {"champion": version.version, "challenger": version.version}
-    # The killed run's MLflow runs were closed, not left RUNNING.
+    # The killed runs' MLflow runs were closed, not left RUNNING.
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
     running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
     assert running == []
     killed_runs = client.search_runs(experiments, filter_string="attributes.status = 'KILLED'")
-    assert killed_runs
+    assert {run.data.tags["stage"] for run in killed_runs} >= {"pretrain", "finetune"}
