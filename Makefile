@@ -55,8 +55,8 @@ test-fast: $(TEST_EXTRAS)  ## unit and integration tests without the slow ones (
 ui: $(STAMP)  ## MLflow UI on the same store the pipeline writes to
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} --host 127.0.0.1 --port 5000
 
-serve: $(STAMP)  ## serve the champion model over HTTP
-	PATH=$(abspath $(BIN)):$$PATH MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} $(BIN)/mlflow models serve -m models:/transformer-pl-$${DATASET:-imdb}@champion --env-manager local --host 127.0.0.1 --port 5001
+serve: $(STAMP)  ## serve the champion model over HTTP (tpl serve: the registered request limits)
+	$(BIN)/tpl serve --model transformer-pl-$${DATASET:-imdb} --host 127.0.0.1 --port 5001
 
 prefect-server: $(STAMP)  ## a Prefect server (API + UI) on 127.0.0.1 for scheduled runs
 	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_SERVER_PORT)

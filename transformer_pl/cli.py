@@ -26,7 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="transformer-pl: train Transformers from raw text to a registered, served model. "
     "`tpl run` runs the whole pipeline (data → training → evaluation → registry); "
-    "`tpl stage NAME` runs one stage, as `dvc repro` does; `tpl predict` uses the champion.",
+    "`tpl stage NAME` runs one stage, as `dvc repro` does; `tpl predict` uses the champion, "
+    "`tpl serve` serves it over HTTP.",
 )
 PROJECT_LOGGERS = ("transformer_pl", "pipelines")  # what the pipeline itself says
 
@@ -365,6 +366,38 @@ def predict(
             (answer,) = row.values()
             escaped = answer.replace("\n", "\\n")
             typer.echo(f"{escaped}\t{text}")
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="registered model name (default: from params)"),
+    ] = None,
+    alias: Annotated[str, typer.Option(help="registry alias of the version to serve")] = "champion",
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 5001,
+    profile: ProfileOption = None,
+    params_file: ParamsOption = None,
+) -> None:
+    """Serve a registered model (`models:/<name>@<alias>`) over HTTP: MLflow's scoring server
+    (`POST /invocations`, `GET /ping`, as `mlflow models serve`), with the request limits
+    registered with the model, the body's bytes included (a 413 beyond
+    `serve.max_request_bytes`)."""
+    import uvicorn
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from transformer_pl.scoring_app import MODEL_URI_VARIABLE
+
+    model_name = _registered_model(model, params_file, profile)
+    try:  # a missing model or alias: one line, not the server's traceback
+        MlflowClient().get_model_version_by_alias(model_name, alias)
+    except MlflowException as error:
+        typer.echo(f"cannot use models:/{model_name}@{alias}: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    os.environ[MODEL_URI_VARIABLE] = f"models:/{model_name}@{alias}"
+    uvicorn.run("transformer_pl.scoring_app:create_app", factory=True, host=host, port=port)
 
 
 @app.command()

@@ -235,8 +235,10 @@ class RegisterParams(Section):
 
 class ServeParams(Section):
     """What one request to a registered model may ask for; beyond it the request is refused
-    with a 400 naming the limit (registered with the model, read by the served pyfunc)."""
+    with a 400 naming the limit (registered with the model, read by the served pyfunc), or a
+    413 for the body's bytes (read by `tpl serve`'s server before the model sees the request)."""
 
+    max_request_bytes: int = Field(16_000_000, ge=1)  # request body (`tpl serve`: a 413)
     max_rows: int = Field(256, ge=1)  # texts per request
     max_text_chars: int = Field(50_000, ge=1)  # characters per text
     max_new_tokens: int = Field(512, ge=1)  # generation and translation

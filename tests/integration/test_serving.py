@@ -1,6 +1,7 @@
-"""`mlflow models serve` on the registered champion, in this environment (`--env-manager local`):
-the server starts from the registry alone, imports the logged code and answers /invocations with
-the same predictions as the model loaded in process."""
+"""The registered champion served over HTTP, by `mlflow models serve` (in this environment,
+`--env-manager local`) and by `tpl serve` (MLflow's scoring app behind a byte cap): each starts
+from the registry alone, imports the logged code and answers /invocations with the same
+predictions as the model loaded in process, and refuses requests beyond the registered limits."""
 
 from __future__ import annotations
 
@@ -33,7 +34,11 @@ LABEL_NAMES = ["negative", "positive"]
 SENTENCES = ["a wonderful, moving film", "a dull and lifeless plot", "fine, nothing special"]
 STARTUP_TIMEOUT_S = 120
 OFFLINE_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-LIMITS = ServeParams(max_rows=16, max_text_chars=10_000)
+LIMITS = ServeParams(max_rows=16, max_text_chars=10_000, max_request_bytes=2_000_000)
+SERVERS = {
+    "mlflow": (sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local"),
+    "tpl": (sys.executable, "-m", "transformer_pl.cli", "serve"),
+}
 
 
 def write_tokenizer(path: Path) -> Path:
@@ -106,13 +111,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_url(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=list(SERVERS))
+def server_url(
+    request: pytest.FixtureRequest, tracking_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The champion served by `mlflow models serve`, then by `tpl serve`."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
+    served = {"mlflow": ("-m", f"models:/{MODEL_NAME}@champion"), "tpl": ("--model", MODEL_NAME)}
     command = [
-        *(sys.executable, "-m", "mlflow", "models", "serve"),
-        *("-m", f"models:/{MODEL_NAME}@champion", "--env-manager", "local"),
+        *SERVERS[request.param],
+        *served[request.param],
         *("--host", "127.0.0.1", "--port", str(port)),
     ]
     # The server execs `uvicorn` by name: this interpreter's bin folder must come first on PATH,
@@ -209,5 +218,16 @@ def test_an_oversized_request_gets_a_400_naming_the_limit_and_the_server_stays_u
     error = invoke(server_url, records)
     assert error.code == 400
     assert f"serve.{limit}" in error.read().decode("utf-8")
+    started = time.monotonic()
+    assert _is_up(f"{server_url}/ping") and time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("server_url", ["tpl"], indirect=True)
+def test_tpl_serve_answers_a_body_over_its_byte_cap_with_a_413_and_stays_up(
+    server_url: str,
+) -> None:
+    error = invoke(server_url, [{"text": "word " * 100_000}] * 5)  # 2.5 MB
+    assert error.code == 413
+    assert "(serve.max_request_bytes)" in error.read().decode("utf-8")
     started = time.monotonic()
     assert _is_up(f"{server_url}/ping") and time.monotonic() - started < 1.0

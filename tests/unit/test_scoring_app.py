@@ -1,0 +1,83 @@
+"""The byte cap `tpl serve` puts in front of MLflow's scoring app, as an ASGI server drives it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from transformer_pl.scoring_app import RequestBytesLimit
+
+MAX_BYTES = 100
+
+
+class EchoApp:
+    """Answers 200 with the number of body bytes it read; remembers whether it was called."""
+
+    def __init__(self) -> None:
+        self.called = False
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        self.called = True
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(len(body)).encode()})
+
+
+def serve_request(chunks: list[bytes], declared: int | None = None) -> tuple[EchoApp, int, bytes]:
+    """Drive the middleware with one request sent in `chunks`; (app, status, body) back."""
+    app = EchoApp()
+    headers = [] if declared is None else [(b"content-length", str(declared).encode())]
+    scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": headers}
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+        for index, chunk in enumerate(chunks)
+    ]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(RequestBytesLimit(app, MAX_BYTES)(scope, receive, send))
+    status = next(message["status"] for message in sent if "status" in message)
+    body = b"".join(message.get("body", b"") for message in sent)
+    return app, status, body
+
+
+def test_a_body_within_the_cap_reaches_the_app_whole() -> None:
+    app, status, body = serve_request([b"x" * 60, b"y" * 40], declared=100)
+    assert app.called and status == 200 and body == b"100"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "declared", "says"),
+    [
+        ([b"x" * 101], 101, "a request body of 101 bytes"),  # declared too long
+        ([b"x" * 60, b"y" * 60], None, "a request body of 120 bytes"),  # streamed
+        ([b"x" * 60, b"y" * 60], 10, "a request body of 120 bytes"),  # declared short
+    ],
+    ids=["content-length", "chunked", "understated-length"],
+)
+def test_a_body_over_the_cap_gets_a_413_naming_the_limit(
+    chunks: list[bytes], declared: int | None, says: str
+) -> None:
+    app, status, body = serve_request(chunks, declared)
+    assert not app.called and status == 413
+    error = json.loads(body)
+    assert error["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+    assert error["message"] == f"{says}; at most 100 (serve.max_request_bytes)"
+
+
+def test_a_bodiless_request_passes_through() -> None:
+    app, status, body = serve_request([b""], declared=None)
+    assert app.called and status == 200 and body == b"0"
