@@ -1,16 +1,19 @@
 """The HTTP server of `tpl serve`: MLflow's scoring app (the routes and answers of `mlflow models
-serve`) behind a cap on the request body.
+serve`) behind a cap on the request body, with errors that say only what went wrong.
 
 MLflow's server reads a body whole before the model's own limits (rows, characters, decoding)
 can refuse it, so one huge request costs the server its memory. Here a body beyond the model's
 `serve.max_request_bytes` (registered with it, like the other limits) is answered with a 413
-naming the limit, without being read past the cap.
+naming the limit, without being read past the cap. And MLflow's error answers carry the request
+back ("Failed to predict data '<the request>'") and, for unexpected errors, the server's stack
+trace: here the client gets the error code and the model's own message.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -22,6 +25,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MODEL_URI_VARIABLE = "TPL_SERVE_MODEL_URI"  # what `create_app` serves: set by `tpl serve`
 LIMIT_NAME = "serve.max_request_bytes"
+# What MLflow's scoring server puts before the model's message when predict raises.
+REQUEST_ECHO = re.compile(r"^Failed to predict data '.*'\. \nError: ", re.DOTALL)
 
 
 class RequestBytesLimit:
@@ -87,10 +92,61 @@ class RequestBytesLimit:
         await send({"type": "http.response.body", "body": content})
 
 
+def quiet_error(body: bytes) -> bytes:
+    """An MLflow error answer ({"error_code", "message", "stack_trace"?}) without the stack
+    trace and without the request echoed before the message; any other body unchanged."""
+    try:
+        error = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return body
+    error.pop("stack_trace", None)
+    error["message"] = REQUEST_ECHO.sub("", error["message"])
+    return json.dumps(error).encode("utf-8")
+
+
+class QuietErrors:
+    """ASGI middleware: an answer with a status of 400 or more goes out through `quiet_error`
+    (its Content-Length set anew); any other answer passes unchanged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None  # an error's start, sent once its body is complete
+        chunks: list[bytes] = []
+
+        async def send_quietly(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                held = message
+            elif message["type"] == "http.response.body" and held is not None:
+                chunks.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                body = quiet_error(b"".join(chunks))
+                headers = [
+                    (name, value)
+                    for name, value in held.get("headers", ())
+                    if name.lower() != b"content-length"
+                ]
+                headers.append((b"content-length", str(len(body)).encode("ascii")))
+                await send({**held, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+            else:
+                await send(message)
+
+        await self.app(scope, receive, send_quietly)
+
+
 def create_app() -> ASGIApp:
     """The served app (a uvicorn factory): the model at `$TPL_SERVE_MODEL_URI` in MLflow's
-    scoring app, under the byte cap registered with it (ServeParams' default for a model
-    registered without limits)."""
+    scoring app, its errors quieted, under the byte cap registered with it (ServeParams' default
+    for a model registered without limits)."""
     import mlflow
     from mlflow.pyfunc import scoring_server
 
@@ -100,4 +156,4 @@ def create_app() -> ASGIApp:
     model = mlflow.pyfunc.load_model(os.environ[MODEL_URI_VARIABLE])
     python_model = model.unwrap_python_model()
     limits = python_model.limits if isinstance(python_model, BundleModel) else ServeParams()
-    return RequestBytesLimit(scoring_server.init(model), limits.max_request_bytes)
+    return RequestBytesLimit(QuietErrors(scoring_server.init(model)), limits.max_request_bytes)

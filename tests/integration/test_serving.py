@@ -231,3 +231,15 @@ def test_tpl_serve_answers_a_body_over_its_byte_cap_with_a_413_and_stays_up(
     assert "(serve.max_request_bytes)" in error.read().decode("utf-8")
     started = time.monotonic()
     assert _is_up(f"{server_url}/ping") and time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("server_url", ["tpl"], indirect=True)
+def test_tpl_serve_errors_name_the_problem_without_echoing_the_request(server_url: str) -> None:
+    error = invoke(server_url, [{"text": "my private text"}] * (LIMITS.max_rows + 1))
+    assert error.code == 400
+    answer = json.loads(error.read())
+    assert "stack_trace" not in answer and answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert answer["message"] == (
+        f"request refused: {LIMITS.max_rows + 1} rows in one request; at most "
+        f"{LIMITS.max_rows} (serve.max_rows, registered with the model)"
+    )

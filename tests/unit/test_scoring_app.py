@@ -1,4 +1,5 @@
-"""The byte cap `tpl serve` puts in front of MLflow's scoring app, as an ASGI server drives it."""
+"""What `tpl serve` puts around MLflow's scoring app (a byte cap, quiet errors), as an ASGI server
+drives it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from transformer_pl.scoring_app import RequestBytesLimit
+from transformer_pl.scoring_app import QuietErrors, RequestBytesLimit, quiet_error
 
 MAX_BYTES = 100
 
@@ -81,3 +82,48 @@ def test_a_body_over_the_cap_gets_a_413_naming_the_limit(
 def test_a_bodiless_request_passes_through() -> None:
     app, status, body = serve_request([b""], declared=None)
     assert app.called and status == 200 and body == b"0"
+
+
+ECHOED = {
+    "error_code": "INVALID_PARAMETER_VALUE",
+    "message": "Failed to predict data '   text\n0  my private text'. \nError: 17 rows; at most 16",
+    "stack_trace": 'Traceback (most recent call last):\n  File "/srv/app.py", line 1',
+}
+
+
+def test_quiet_error_drops_the_echoed_request_and_the_stack_trace() -> None:
+    quiet = json.loads(quiet_error(json.dumps(ECHOED).encode()))
+    assert quiet == {"error_code": "INVALID_PARAMETER_VALUE", "message": "17 rows; at most 16"}
+    assert quiet_error(b"not json") == b"not json"
+    assert quiet_error(b'{"predictions": []}') == b'{"predictions": []}'
+
+
+class ErrorApp:
+    """Answers with `status` and the JSON body ECHOED, in two chunks."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        body = json.dumps(ECHOED).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body[:10], "more_body": True})
+        await send({"type": "http.response.body", "body": body[10:]})
+
+
+@pytest.mark.parametrize(("status", "quieted"), [(400, True), (200, False)])
+def test_errors_go_out_quiet_and_other_answers_unchanged(status: int, quieted: bool) -> None:
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    asyncio.run(QuietErrors(ErrorApp(status))({"type": "http"}, receive, send))
+    body = b"".join(message.get("body", b"") for message in sent)
+    assert sent[0]["status"] == status
+    assert ("stack_trace" not in json.loads(body)) is quieted
+    assert int(dict(sent[0]["headers"])[b"content-length"]) == len(body)
