@@ -118,6 +118,15 @@ def sample_positions(
     return random_selection(len(frame), n, rng)
 
 
+def sampling_method(spec: DatasetSpec) -> str:
+    """How `sample_positions` draws from a split of this dataset, in words."""
+    if spec.corpus:
+        return "a contiguous window at a seeded offset"
+    if spec.labelled:
+        return "stratified by raw label, in source order"
+    return "uniform, in source order"
+
+
 @dataclass
 class CleanResult:
     frames: dict[str, pd.DataFrame]  # kept rows: row, text (+ label | target), normalised
@@ -281,7 +290,7 @@ def clean_splits(
     quarantine = pd.concat(
         [cleaner.quarantined(columns) for cleaner in cleaners.values()], ignore_index=True
     )
-    report = _report(raw, sampled, frames, quarantine, params, seed)
+    report = _report(raw, sampled, frames, quarantine, spec, params, seed)
     return CleanResult(frames, quarantine.astype({"row": "int64"}), report)
 
 
@@ -323,6 +332,7 @@ def _report(
     sampled: dict[str, pd.DataFrame],
     frames: dict[str, pd.DataFrame],
     quarantine: pd.DataFrame,
+    spec: DatasetSpec,
     params: CleanParams,
     seed: int,
 ) -> dict[str, Any]:
@@ -355,8 +365,7 @@ def _report(
     if params.max_rows_per_split is not None:
         report["sampling"] = (
             f"max_rows_per_split={params.max_rows_per_split}: a larger split is sampled before "
-            f"cleaning (seed {seed}; stratified by raw label, in source order; language-model "
-            "corpora: a contiguous window at a seeded offset). rows_in counts the sampled rows, "
+            f"cleaning (seed {seed}; {sampling_method(spec)}). rows_in counts the sampled rows, "
             "rows_in_source the whole split; rows_in = rows_kept + rows_quarantined."
         )
     return report

@@ -16,6 +16,7 @@ from transformer_pl.data.clean import (
     normalize_text,
     repeated,
     sample_positions,
+    sampling_method,
     strip_html,
 )
 
@@ -132,6 +133,7 @@ def test_translation_pairs_empty_side_and_length_ratio():
         source_language="de",
         target_language="en",
     )
+    assert sampling_method(spec) == "uniform, in source order"  # no label to stratify by
     train = raw_frame(["Ein Hund.", "Leer", "@@", "Ein Hund."]).drop(columns="label")
     train.insert(
         2,
@@ -169,6 +171,7 @@ def test_sampling_happens_before_cleaning_and_is_stratified_and_seeded():
     counts = first.report["splits"]["train"]
     assert (counts["rows_in_source"], counts["rows_in"]) == (1000, 100)
     assert "max_rows_per_split=100" in first.report["sampling"]
+    assert "seed 3; stratified by raw label, in source order" in first.report["sampling"]
 
 
 def test_language_model_sample_is_a_contiguous_window():
@@ -176,3 +179,4 @@ def test_language_model_sample_is_a_contiguous_window():
     frame = raw_frame([f"line {i}" for i in range(50)]).drop(columns="label")
     positions = sample_positions(frame, 10, spec, np.random.default_rng(0))
     assert np.array_equal(positions, np.arange(positions[0], positions[0] + 10))
+    assert sampling_method(spec) == "a contiguous window at a seeded offset"
