@@ -36,8 +36,9 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
-from prefect import Task, flow, get_run_logger, task
+from prefect import Task, flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
@@ -64,6 +65,7 @@ from transformer_pl.stages import STAGES, Layout, StageError, StageSpec
 from transformer_pl.stages.runner import run_stage, stage_input_key
 from transformer_pl.tracking import (
     configure_tracking,
+    git_commit,
     lineage_tags,
     log_headline,
     pipeline_run,
@@ -289,12 +291,29 @@ def _flow_run_command() -> str:
     )
 
 
+def label_flow_run(name: str, params: Params) -> None:
+    """Name this flow run and tag it with its dataset, profile and commit (added to the tags it
+    has), so the Prefect UI tells runs apart and filters them; outside a flow run, nothing."""
+    run_id = flow_run.get_id()
+    if run_id is None:
+        return
+    tags = {
+        *flow_run.get_tags(),
+        f"dataset:{params.dataset}",
+        f"profile:{params.profile}",
+        f"git:{git_commit()[:12]}",
+    }
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(UUID(run_id), name=name, tags=sorted(tags))
+
+
 def _run_group(
     group: str, profile: str | None, params_file: str | None, defer_dvc_commit: bool
 ) -> PipelineResult:
     with workspace_lock(_flow_run_command()):
         path = resolve_params_file(params_file)
         params = prepare_params(profile, path)
+        label_flow_run(f"{params.dataset}-{params.profile}-{group}", params)
         result = run_stages(group_stages(group), params, path, defer_dvc_commit)
     publish_summary(result, params)
     return result
@@ -342,6 +361,7 @@ def pipeline_flow(profile: str | None = None, params_file: str | None = None) ->
 
 def _run_pipeline(profile: str | None, params_file: str | None) -> PipelineResult:
     params = prepare_params(profile, resolve_params_file(params_file))
+    label_flow_run(f"{params.dataset}-{params.profile}", params)
     experiment_id = configure_tracking(params.tracking.experiment_name)
     logged = params.model_dump(mode="json", by_alias=True)
     logged["datasets"] = {params.dataset: logged["datasets"][params.dataset]}

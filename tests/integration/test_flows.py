@@ -137,6 +137,11 @@ def test_data_flow_writes_outputs_and_dvc_agrees(project: Path, first_run: State
     flow_run_filter = FlowRunFilter(id={"any_": [first_run.state_details.flow_run_id]})
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(flow_run_filter=flow_run_filter)
+        run = client.read_flow_run(first_run.state_details.flow_run_id)
+    dataset = load_params(project / "params.yaml", "tiny").dataset
+    assert run.name == f"{dataset}-tiny-data"  # as the MLflow runs are named, plus the flow
+    assert {f"dataset:{dataset}", "profile:tiny"} <= set(run.tags)
+    assert any(tag.startswith("git:") for tag in run.tags)
     assert artifact.key == flows.SUMMARY_ARTIFACT_KEY
     assert "| validation | passed" in artifact.data
     assert all(f"## {name}" in artifact.data for name in data_stages)
