@@ -68,6 +68,7 @@ from transformer_pl.tracking import (
     git_commit,
     lineage_tags,
     log_headline,
+    log_split_inputs,
     pipeline_run,
     tracking_uri,
 )
@@ -362,7 +363,7 @@ def pipeline_flow(profile: str | None = None, params_file: str | None = None) ->
 def _run_pipeline(profile: str | None, params_file: str | None) -> PipelineResult:
     params = prepare_params(profile, resolve_params_file(params_file))
     label_flow_run(f"{params.dataset}-{params.profile}", params)
-    experiment_id = configure_tracking(params.tracking.experiment_name)
+    experiment_id = configure_tracking(params.experiment_name)
     logged = params.model_dump(mode="json", by_alias=True)
     logged["datasets"] = {params.dataset: logged["datasets"][params.dataset]}
     tags = lineage_tags(
@@ -381,6 +382,7 @@ def _run_pipeline(profile: str | None, params_file: str | None) -> PipelineResul
                 stages |= group_result.stages
                 uncommitted += group_result.uncommitted_in_dvc
             log_headline(stages)
+            log_split_inputs(params.dataset, stages["split"].get("digests", {}), Path("."))
     finally:
         if uncommitted:
             DVC_COMMIT_TASK(*uncommitted)

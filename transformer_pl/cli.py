@@ -244,7 +244,7 @@ def _run_pipeline(profile: str | None, params_file: Path | None, force_flow: boo
 
 
 def _print_result(result: PipelineResult, run_note: str | None = None) -> None:
-    from pipelines.report import headline
+    from transformer_pl.headline import headline
 
     for fact, value in headline(result.stages):
         typer.echo(f"{fact}: {value}")

@@ -158,6 +158,13 @@ class Params(Section):
         return f"transformer-pl-{self.dataset}{spec.model_name_suffix}"
 
     @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment of this dataset's runs (`tracking.experiment_name` filled in)."""
+        return self.tracking.experiment_name.format(
+            dataset=self.dataset, task=self.dataset_spec.task
+        )
+
+    @property
     def registration_metric(self) -> tuple[str, bool]:
         """(metric key, greater is better) that decides champion promotion."""
         headline, headline_greater = self.task_settings.headline_metric

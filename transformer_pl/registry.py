@@ -108,6 +108,7 @@ def register_model(
     serving_limits: ServeParams | None = None,
     evaluation_artifacts: Sequence[Path] = (),
     compare_with_champion: Callable[[ModelVersion], dict[str, float] | None] | None = None,
+    description: str | None = None,
 ) -> RegistrationDecision:
     """Log the bundle as a pyfunc model, register it as a new version of `model_name` and move
     the aliases: `challenger` always, `champion` when the new version beats the champion's
@@ -127,7 +128,8 @@ def register_model(
     `evaluation_artifacts` (the val predictions) are logged beside the model, under
     `evaluation/`, so a later version can be paired with this one: `compare_with_champion`
     reads the champion's (when it was scored on the same val data) and returns the paired
-    difference, which the decision records. The decision is logged to run `run_id`, else the
+    difference, which the decision records. `description` (a model card) is the version's
+    description. The decision is logged to run `run_id`, else the
     active run, else a new run. A registry that refuses a request for good raises
     `RegistryError`.
     """
@@ -160,6 +162,8 @@ def register_model(
                     STATE_TAG: PENDING,
                 },
             )
+            if description is not None and version.description != description:
+                client.update_model_version(model_name, version.version, description=description)
             decision = recorded_decision(version) or _decide(
                 client,
                 version,

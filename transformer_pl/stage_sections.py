@@ -245,8 +245,24 @@ class ServeParams(Section):
     max_beam_size: int = Field(8, ge=1)  # translation
 
 
+EXPERIMENT_NAME_FIELDS = ("dataset", "task")  # what `tracking.experiment_name` may name
+
+
 class TrackingParams(Section):
-    experiment_name: str = "transformer-pl"
+    # One experiment per dataset: its runs share one task and one set of metrics to compare.
+    experiment_name: str = "transformer-pl-{dataset}"
+
+    @field_validator("experiment_name")
+    @classmethod
+    def _known_fields(cls, name: str) -> str:
+        try:
+            name.format(**dict.fromkeys(EXPERIMENT_NAME_FIELDS, ""))
+        except (KeyError, IndexError, ValueError) as error:
+            allowed = ", ".join(f"{{{field}}}" for field in EXPERIMENT_NAME_FIELDS)
+            raise ValueError(
+                f"'{name}' is not a name template ({error!r}); it may name {allowed}"
+            ) from None
+        return name
 
 
 class ScheduleParams(Section):

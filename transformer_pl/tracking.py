@@ -240,6 +240,7 @@ def pipeline_run(
 # "nbsvm_test_accuracy", "test_accuracy_minus_baseline_ci95_low"); a timing is not one.
 SPLIT_FIGURE = re.compile(r"(?:^|_)(?:val|test)_(?!.*_(?:seconds|ms)$)")
 DECISION_TAGS = ("version", "registered", "promoted", "champion_version", "reason")
+LOGGED_MODEL_URI = re.compile(r"models:/(?P<model_id>m-[0-9a-f]+)")
 
 
 def log_headline(stages: Mapping[str, Mapping[str, Any]]) -> None:
@@ -259,6 +260,44 @@ def log_headline(stages: Mapping[str, Mapping[str, Any]]) -> None:
     mlflow.set_tags(
         {f"registry.{key}": str(decision[key]) for key in DECISION_TAGS if key in decision}
     )
+    if "model_name" in decision:
+        _link_model_version(decision["model_name"], str(decision["version"]))
+
+
+def _link_model_version(model_name: str, version: str) -> None:
+    """The version's logged model as an output of the active run: the runs table's Models
+    column links it (it was logged in the nested register run)."""
+    from mlflow.entities import LoggedModelOutput
+
+    client = MlflowClient()
+    # A version made from a logged model has its URI, `models:/<model id>`, as source.
+    source = client.get_model_version(model_name, version).source
+    logged = LOGGED_MODEL_URI.fullmatch(source)
+    run = mlflow.active_run()
+    if logged is None or run is None:
+        return
+    model_id = logged["model_id"]
+    linked = {output.model_id for output in client.get_run(run.info.run_id).outputs.model_outputs}
+    if model_id not in linked:
+        client.log_outputs(run.info.run_id, [LoggedModelOutput(model_id=model_id, step=0)])
+
+
+def log_split_inputs(dataset: str, digests: Mapping[str, str], root: Path) -> None:
+    """Each split the run used as an MLflow dataset input of the active run: named
+    `<dataset>/<split>`, its DVC md5 as digest, its split as context (the runs table's Dataset
+    column). `digests` is the split stage's record of them."""
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from transformer_pl.stages.layout import Layout
+
+    layout = Layout(root.resolve())
+    for split, digest in digests.items():
+        uri = json.dumps({"uri": str(layout.split_file(split))})
+        source = get_dataset_source_from_json(uri, source_type="local")
+        mlflow.log_input(
+            MetaDataset(source=source, name=f"{dataset}/{split}", digest=digest), context=split
+        )
 
 
 def _stage_run_name(stage_name: str, tags: Mapping[str, str]) -> str:

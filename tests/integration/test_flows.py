@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from pipelines import flows, workspace
 from transformer_pl.cli import app
+from transformer_pl.content_hash import dvc_md5
 from transformer_pl.params import ConfigError, load_params
 from transformer_pl.stages import STAGES, Layout, StageError
 
@@ -238,6 +239,23 @@ def test_tpl_run_tracks_the_pipeline_in_one_mlflow_run(
         assert run.data.metrics[key] == pytest.approx(evaluation[key]), key
     assert "test_predict_seconds" not in run.data.metrics  # a timing, not a figure
     assert run.data.tags["registry.version"] == "1" and run.data.tags["registry.promoted"] == "True"
+    # One experiment per dataset; the parent run lists its splits and links its model.
+    assert client.get_experiment(run.info.experiment_id).name == f"transformer-pl-{tiny.dataset}"
+    inputs = {entry.dataset.name: entry for entry in run.inputs.dataset_inputs}
+    splits = json.loads((root / "data/reports/split.json").read_text())["rows"]
+    assert set(inputs) == {f"{tiny.dataset}/{split}" for split in splits} > set()
+    test_input = inputs[f"{tiny.dataset}/test"]
+    assert test_input.dataset.digest == dvc_md5(root / "data/processed/test/test.parquet")
+    assert [tag.value for tag in test_input.tags if tag.key == "mlflow.data.context"] == ["test"]
+    version = client.get_model_version(tiny.model_name, "1")
+    assert [f"models:/{output.model_id}" for output in run.outputs.model_outputs] == [
+        version.source
+    ]
+    # The version's description is its model card: figures beside the baselines, lineage.
+    assert f"| `test_accuracy` | {evaluation['test_accuracy']:.4g} (baseline" in (
+        version.description
+    )
+    assert f"| `mlflow.parent_run_id` | `{run_id}` |" in version.description
     _assert_dvc_clean(root, list(STAGES))
     # Run again now, nothing would change: `tpl run` answers from the records, without Prefect.
     unchanged = workspace.unchanged_pipeline("tiny", root / "params.yaml")

@@ -231,3 +231,13 @@ def test_a_local_dataset_reads_only_inside_its_folder(raw, change, message):
     raw["datasets"]["imdb"] |= change
     with pytest.raises(ConfigError, match=message):
         parse_params(raw)
+
+
+def test_each_dataset_has_its_own_experiment_and_a_bad_template_fails_at_load(raw):
+    assert parse_params(raw, "tiny").experiment_name == "transformer-pl-imdb"
+    assert parse_params(raw, "tiny-lm").experiment_name.startswith("transformer-pl-")
+    raw["tracking"]["experiment_name"] = "team/{task}/{dataset}"
+    assert parse_params(raw, "tiny").experiment_name == "team/classify/imdb"
+    raw["tracking"]["experiment_name"] = "team/{datset}"
+    with pytest.raises(ConfigError, match=r"tracking\.experiment_name: .*\{dataset\}, \{task\}"):
+        parse_params(raw, "tiny")

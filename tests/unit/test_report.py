@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pipelines.report import headline, summary_markdown
+from pipelines.report import summary_markdown
 from pipelines.workspace import PipelineResult
+from transformer_pl.headline import headline
 
 STAGES = {
     "clean": {"rows_in": 2400, "rows_quarantined": 4},

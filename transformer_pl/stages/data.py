@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from transformer_pl.content_hash import dvc_md5
 from transformer_pl.data import DEVELOPMENT_SPLITS, DataError, read_frames, write_frames
 from transformer_pl.params import Params
 from transformer_pl.stages.base import StageError, StageSpec
@@ -116,7 +117,11 @@ def split(params: Params, layout: Layout) -> dict[str, Any]:
         {name: frame for name, frame in frames.items() if name != "test"}, layout / Layout.SPLITS
     )
     write_frames(test, layout / Layout.TEST_SPLIT)
-    return _write_report(layout, _report("split"), {"dataset": params.dataset, **report})
+    # Each split file's DVC md5: the digest its runs log it with as an MLflow dataset input.
+    digests = {name: dvc_md5(layout.split_file(name)) for name in frames}
+    return _write_report(
+        layout, _report("split"), {"dataset": params.dataset, **report, "digests": digests}
+    )
 
 
 def tokenizer(params: Params, layout: Layout) -> dict[str, Any]:

@@ -9,6 +9,7 @@ task's headline validation metric decides the champion.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -84,11 +85,12 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
     from dataclasses import asdict
 
     from transformer_pl.bundle import bundle_task
+    from transformer_pl.model_card import model_card
     from transformer_pl.promotion import registration_fingerprint
     from transformer_pl.registry import RegistryError, register_model
     from transformer_pl.stages.runner import params_subset, path_hashes
     from transformer_pl.tasks.catalog import task_named
-    from transformer_pl.tracking import git_commit, lineage_tags
+    from transformer_pl.tracking import PARENT_RUN_ENV, lineage_tags
 
     spec = STAGES_BY_NAME["register"]
     evaluation = json.loads((layout / EVALUATION_METRICS).read_text(encoding="utf-8"))
@@ -111,21 +113,30 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
             f"available: {', '.join(sorted(metrics))}"
         )
     task = task_named(bundle_task(layout / Layout.FINETUNED))
+    lineage = lineage_tags(
+        dataset=params.dataset, profile=params.profile, stage="register", dvc_hashes=data_hashes
+    )
+    card_lineage = {
+        key: value for key, value in lineage.items() if key not in ("dataset", "profile", "stage")
+    }
+    if PARENT_RUN_ENV in os.environ:
+        card_lineage["mlflow.parent_run_id"] = os.environ[PARENT_RUN_ENV]
+    card = model_card(
+        model_name=params.model_name,
+        dataset=params.dataset,
+        task=task.name,
+        profile=params.profile,
+        evaluation=evaluation,
+        lineage=card_lineage,
+    )
     try:
         decision = register_model(
             layout / Layout.FINETUNED,
             layout / Layout.TOKENIZER,
             model_name=params.model_name,
             metrics=metrics,
-            tags={
-                **lineage_tags(
-                    dataset=params.dataset,
-                    profile=params.profile,
-                    stage="register",
-                    dvc_hashes=data_hashes,
-                ),
-                **facts,
-            },
+            tags={**lineage, **facts},
+            description=card,
             metric_key=metric_key,
             champion_margin=params.register_.champion_margin,
             evaluation_data=evaluation["val_fingerprint"],
@@ -136,7 +147,7 @@ def register(params: Params, layout: Layout) -> dict[str, Any]:
             # Not evaluate's outputs: the metrics hold latencies, so re-running evaluate alone
             # would otherwise register the same weights again.
             fingerprint=registration_fingerprint(
-                git_commit(),
+                lineage["git.commit"],
                 {
                     path: md5
                     for path, md5 in data_hashes.items()

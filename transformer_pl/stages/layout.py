@@ -29,3 +29,8 @@ class Layout:
     FINETUNED = "models/finetune"
     METRICS = "metrics"
     PLOTS = "plots"
+
+    def split_file(self, split: str) -> Path:
+        """Where `split` stage writes one split (`write_frames`: `<split>.parquet`)."""
+        folder = self.TEST_SPLIT if split == "test" else self.SPLITS
+        return self / folder / f"{split}.parquet"

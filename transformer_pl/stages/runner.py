@@ -102,7 +102,7 @@ def run_stage(spec: StageSpec, params: Params, layout: Layout | None = None) -> 
     layout = layout or Layout()
     if not is_global_zero():
         return spec.run(params, layout)
-    configure_tracking(params.tracking.experiment_name)
+    configure_tracking(params.experiment_name)
     hashes = {path: md5 for path, md5 in path_hashes(spec.deps, layout.root).items() if md5}
     tags = lineage_tags(
         dataset=params.dataset, profile=params.profile, stage=spec.name, dvc_hashes=hashes
