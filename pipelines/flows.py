@@ -185,7 +185,7 @@ def _stage_task(spec: StageSpec) -> Task[..., dict[str, Any]]:
     def run_and_record(params: Params, input_key: str, params_file: Path) -> dict[str, Any]:
         # `input_key` is the cache key (computed by the caller, see `stage_input_key`).
         # Either way the stage runs in a nested MLflow run, as `tpl stage` runs it.
-        if spec.name in TRAINING_STAGES and training_processes(params) > 1:
+        if spec.trains and training_processes(params) > 1:
             summary = launch_stage(spec, params, params_file)
         else:
             summary = run_stage(spec, params, Layout())

@@ -85,10 +85,6 @@ def prepare_params(profile: str | None, params_file: Path) -> Params:
 # --- what each stage last produced ------------------------------------------------------------
 
 
-def stage_outputs(spec: StageSpec) -> tuple[str, ...]:
-    return spec.outs + spec.metrics + spec.plots
-
-
 def _output_record_path(spec: StageSpec) -> Path:
     return OUTPUT_RECORDS_DIR / f"{spec.name}.json"
 
@@ -96,7 +92,7 @@ def _output_record_path(spec: StageSpec) -> Path:
 def record_outputs(spec: StageSpec, input_key: str, summary: Mapping[str, Any]) -> None:
     record = {
         "input_key": input_key,
-        "outputs": path_hashes(stage_outputs(spec)),
+        "outputs": path_hashes(spec.outputs),
         "summary": summary,
     }
     write_text_atomic(_output_record_path(spec), json.dumps(record, indent=2, default=str))
@@ -139,7 +135,7 @@ def _record_matches(spec: StageSpec, record: Mapping[str, Any] | None, input_key
     return (
         record is not None
         and record["input_key"] == input_key
-        and record["outputs"] == path_hashes(stage_outputs(spec))
+        and record["outputs"] == path_hashes(spec.outputs)
     )
 
 
@@ -159,6 +155,14 @@ def _dvc_lock_stages() -> dict[str, Any]:
         return {}
     stages = lock.get("stages") if isinstance(lock, dict) else None
     return stages if isinstance(stages, dict) else {}
+
+
+def locked_params(stage: str, params_file: Path) -> dict[str, Any]:
+    """The values of `params_file` that dvc.lock records for `stage` ({} when it has none)."""
+    entry = _dvc_lock_stages().get(stage)
+    recorded = entry.get("params") if isinstance(entry, Mapping) else None
+    values = recorded.get(params_file.name) if isinstance(recorded, Mapping) else None
+    return dict(values) if isinstance(values, Mapping) else {}
 
 
 def _set_aside_invalid_dvc_lock(repo: Repo) -> None:
@@ -231,7 +235,7 @@ def dvc_lock_agrees(spec: StageSpec, params_file: Path) -> bool:
 
     return (
         recorded("deps") == path_hashes(spec.deps)
-        and recorded("outs") == path_hashes(stage_outputs(spec))
+        and recorded("outs") == path_hashes(spec.outputs)
         and isinstance(recorded_params := entry.get("params") or {}, Mapping)
         and recorded_params.get(params_file.name) == {key: current(key) for key in spec.params}
     )

@@ -16,7 +16,13 @@ import typer
 from pipelines.temporary_server import STARTUP_TIMEOUT_VARIABLE, start_unless_configured
 from pipelines.workspace_lock import WorkspaceBusy, workspace_lock
 from transformer_pl.atomic import write_text_atomic
-from transformer_pl.params import ConfigError, load_params
+from transformer_pl.params import (
+    PROFILE_VARIABLE,
+    ConfigError,
+    Params,
+    load_params,
+    void_base_edits,
+)
 
 if TYPE_CHECKING:
     from pipelines.workspace import PipelineResult
@@ -94,7 +100,7 @@ def stage(
     holding = workspace_lock(_command_line()) if is_global_zero() else nullcontext()
     try:
         with holding:
-            params = load_params(params_file, profile)
+            params = _stage_params(name, params_file, profile)
             summary = run_stage(STAGES[name], params, Layout())
     except (ConfigError, StageError, WorkspaceBusy) as error:
         typer.echo(f"stage {name} failed: {error}", err=True)
@@ -104,6 +110,39 @@ def stage(
         typer.echo(report)
         if summary_file is not None:
             write_text_atomic(summary_file, report + "\n")
+
+
+def _stage_params(name: str, params_file: Path | None, profile: str | None) -> Params:
+    """The params a stage runs with. Without --profile (as `dvc repro` runs it): the params
+    file's own profile, which DVC tracks. Refused there, so that DVC never records values other
+    than those that ran: a $TPL_PROFILE naming another profile, and an edit of a base value
+    since DVC last ran the stage that the profile overrides (it would change nothing)."""
+    import yaml
+
+    from pipelines.workspace import locked_params, resolve_params_file
+
+    params = load_params(params_file, profile, profile_from_env=False)
+    if profile is not None:
+        return params
+    from_env = os.environ.get(PROFILE_VARIABLE)
+    if from_env and from_env != params.profile:
+        raise ConfigError(
+            f"{PROFILE_VARIABLE} is '{from_env}' but the params file says profile: "
+            f"{params.profile}. A stage takes its profile from the file, which DVC tracks: run "
+            f"`dvc exp run -S profile={from_env}` or `tpl run --profile {from_env}`, or unset "
+            f"{PROFILE_VARIABLE}"
+        )
+    path = resolve_params_file(str(params_file) if params_file else None)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if void := void_base_edits(raw, locked_params(name, path), params.profile):
+        overrides = ", ".join(f"profiles.{params.profile}.{key}" for key in void)
+        raise ConfigError(
+            f"{', '.join(void)} changed in {path} since stage {name} last ran, but profile "
+            f"'{params.profile}' sets {'it' if len(void) == 1 else 'them'} itself: the change "
+            f"would do nothing. Change {overrides} instead (`dvc exp run -S "
+            f"profiles.{params.profile}.{void[0]}=...`), or choose another profile"
+        )
+    return params
 
 
 @app.command("stages")

@@ -43,6 +43,8 @@ from transformer_pl.tasks.settings import DatasetSpec, TaskSettings, TasksParams
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 DEFAULT_PROFILE = "default"
+MISSING_VALUE = object()  # a key one params tree has and the other lacks
+PROFILE_VARIABLE = "TPL_PROFILE"  # the profile a command uses when not given --profile
 
 
 class ConfigError(ValueError):
@@ -198,6 +200,52 @@ def resolve_raw(raw: Mapping[str, Any], profile: str | None = None) -> dict[str,
     return resolved
 
 
+def changed_keys(before: Any, after: Any, prefix: str) -> list[str]:
+    """The dotted keys under `prefix` whose values differ between two params trees."""
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        return [
+            changed
+            for key in sorted(before.keys() | after.keys(), key=str)
+            for changed in changed_keys(
+                before.get(key, MISSING_VALUE), after.get(key, MISSING_VALUE), f"{prefix}.{key}"
+            )
+        ]
+    return [] if before == after else [prefix]
+
+
+def set_by_profile(raw: Mapping[str, Any], profile: str, key: str) -> bool:
+    """Whether the profile's overlay decides the dotted `key` (it sets the key, or replaces a
+    section above it whole), so that the base value at `key` is not used."""
+    value: Any = (raw.get("profiles") or {}).get(profile) or {}
+    for part in key.split("."):
+        if not isinstance(value, Mapping):
+            return True
+        if part not in value:
+            return False
+        value = value[part]
+    return True
+
+
+def void_base_edits(raw: Mapping[str, Any], locked: Mapping[str, Any], profile: str) -> list[str]:
+    """Base keys of params.yaml changed since `locked` (a stage's params as DVC last recorded
+    them) that the active profile sets itself: edits (`dvc exp run -S key=...`) that would
+    change nothing."""
+    edited = [
+        changed
+        for key, before in locked.items()
+        if key not in ("profile", "profiles")
+        for changed in changed_keys(before, _dotted_value(raw, key), key)
+    ]
+    return [key for key in edited if set_by_profile(raw, profile, key)]
+
+
+def _dotted_value(raw: Mapping[str, Any], key: str) -> Any:
+    value: Any = raw
+    for part in key.split("."):
+        value = value.get(part, MISSING_VALUE) if isinstance(value, Mapping) else MISSING_VALUE
+    return value
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
@@ -221,8 +269,11 @@ def parse_params(
         raise ConfigError(f"invalid parameters in {source}:\n{_describe(error)}") from None
 
 
-def load_params(path: str | Path | None = None, profile: str | None = None) -> Params:
-    """Load params.yaml (or `path`), overlay `profile` (else $TPL_PROFILE, else the file's own)."""
+def load_params(
+    path: str | Path | None = None, profile: str | None = None, *, profile_from_env: bool = True
+) -> Params:
+    """Load params.yaml (or `path`), overlay `profile` (else $TPL_PROFILE, unless
+    `profile_from_env` is False, else the file's own)."""
     path = Path(path or os.environ.get("TPL_PARAMS") or DEFAULT_PARAMS_FILE)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
@@ -232,4 +283,5 @@ def load_params(path: str | Path | None = None, profile: str | None = None) -> P
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return parse_params(raw, profile or os.environ.get("TPL_PROFILE"), source=str(path))
+    from_env = os.environ.get(PROFILE_VARIABLE) if profile_from_env else None
+    return parse_params(raw, profile or from_env, source=str(path))

@@ -306,9 +306,13 @@ def _stage_run_name(stage_name: str, tags: Mapping[str, str]) -> str:
 
 @contextmanager
 def stage_run(
-    stage_name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+    stage_name: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    system_metrics: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
-    """A run for one stage, named `<dataset>-<profile>-<stage>` from the tags.
+    """A run for one stage, named `<dataset>-<profile>-<stage>` from the tags; with
+    `system_metrics`, sampling CPU, memory (and GPU) use while it lasts.
 
     Nested under `TPL_PARENT_RUN_ID` when set (in the parent's experiment), else under this
     process's active run, else standalone in the configured experiment.
@@ -324,6 +328,7 @@ def stage_run(
         parent_run_id=parent_id,
         nested=active is not None,
         tags={**tags, **owner_tags()},
+        log_system_metrics=system_metrics,
     ) as run:
         mlflow.log_params(flatten_params(params))
         yield run
@@ -333,8 +338,14 @@ def lightning_logger(run_id: str) -> MLFlowLogger:
     """A Lightning logger that writes into an existing run (the stage's) instead of a new one.
 
     `log_model=False`: checkpoints are not uploaded; the registry stage logs the model itself.
-    Lightning marks the run finished when training ends; logging into it afterwards still works.
+    Hyper-parameters are not logged: the stage's run holds them once, as dotted params.yaml keys
+    (the module's would repeat them as `optim/learning_rate`). Lightning marks the run finished
+    when training ends; logging into it afterwards still works.
     """
     from lightning.pytorch.loggers import MLFlowLogger
 
-    return MLFlowLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri(), log_model=False)
+    class StageRunLogger(MLFlowLogger):
+        def log_hyperparams(self, params: Any) -> None:
+            del params  # already the stage run's params
+
+    return StageRunLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri(), log_model=False)

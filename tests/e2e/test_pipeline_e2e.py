@@ -355,3 +355,71 @@ def test_dvc_repro_reproduces_the_prefect_run(
     assert again.returncode == 0, again.stderr
     assert "Data and pipelines are up to date." in again.stdout, again.stdout
     assert _dvc_status(workspace) == {}
+
+
+def _experiments(show: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`dvc exp show --json`: {experiment name: its data (params and metrics by file)}."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("name") and isinstance(node.get("data"), dict):
+                found[node["name"]] = node["data"]
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(show)
+    return found
+
+
+def test_dvc_experiments_compare_metrics_and_plots(reproduction: Reproduction) -> None:
+    """Two `dvc exp run -S` of the reproduced workspace: `dvc exp show`, `dvc metrics diff`
+    and `dvc plots diff` compare them (metrics and plots are DVC-cached, so each experiment
+    holds its own); a base edit the profile overrides is refused instead of running unchanged."""
+    workspace = reproduction.workspace
+    assert reproduction.process.wait(timeout=COMMAND_TIMEOUT_SECONDS) == 0
+    workspace.git("add", "--all")
+    workspace.git("commit", "--quiet", "-m", "reproduced")
+    learning_rate = "finetune.optim.learning_rate"
+
+    void = workspace.dvc("exp", "run", "-S", f"{learning_rate}=0.005")
+    assert void.returncode != 0
+    assert f"profile '{PROFILE}' sets it itself" in void.stdout + void.stderr
+    workspace.git("checkout", "--", "params.yaml")
+
+    # A key the profile leaves to the base, read by finetune alone: the data stages are skipped.
+    weight_decay = "finetune.optim.weight_decay"
+    names = {"wd-none": "0.0", "wd-high": "0.3"}
+    for name, value in names.items():
+        ran = workspace.dvc("exp", "run", "-n", name, "-S", f"{weight_decay}={value}")
+        assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+        ran_stages = set(re.findall(r"Running stage '([\w-]+)'", ran.stdout))
+        assert ran_stages == {"finetune", "evaluate", "register"}, ran.stdout[-3000:]
+
+    shown = workspace.dvc("exp", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    experiments = _experiments(json.loads(shown.stdout))
+    assert set(names) <= experiments.keys(), sorted(experiments)
+    figures = {}
+    for name, value in names.items():
+        data = experiments[name]
+        params = data["params"]["params.yaml"]["data"]
+        assert str(params["finetune"]["optim"]["weight_decay"]) == value
+        figures[name] = data["metrics"][EVALUATION_METRICS]["data"]
+        assert {"val_accuracy", "test_accuracy", "baseline_test_accuracy"} <= figures[name].keys()
+    # Weight decay changes the model, not the baseline.
+    assert figures["wd-none"]["val_log_loss"] != figures["wd-high"]["val_log_loss"]
+    baseline = "baseline_test_accuracy"
+    assert figures["wd-none"][baseline] == figures["wd-high"][baseline]
+
+    diff = workspace.dvc("metrics", "diff", *names, "--json")
+    assert diff.returncode == 0, diff.stderr
+    assert "val_log_loss" in json.loads(diff.stdout)[EVALUATION_METRICS]
+    rendered = workspace.root / "plots-diff"
+    plots = workspace.dvc("plots", "diff", *names, "-o", str(rendered))
+    assert plots.returncode == 0, plots.stderr
+    page = (rendered / "index.html").read_text(encoding="utf-8")
+    assert "roc.json" in page and all(name in page for name in names)

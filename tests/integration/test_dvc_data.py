@@ -37,21 +37,25 @@ def test_dvc_yaml_matches_the_stage_declaration(spec: StageSpec):
     assert spec.name in DVC_STAGES, f"stage '{spec.name}' is missing from dvc.yaml"
     stage = DVC_STAGES[spec.name]
     assert stage["cmd"] == f"tpl stage {spec.name}"
-    # A stage's plots are a folder of whatever plots its task has: an uncached out, each file
-    # rendered as the top-level `plots:` says.
-    declared = {"outs": (*spec.outs, *spec.plots), "plots": ()}
+    # A stage's plots are a folder of whatever plots its task has, each file rendered as the
+    # top-level `plots:` says; its reports are plain outs.
+    declared = {"outs": (*spec.outs, *spec.plots, *spec.reports), "plots": ()}
     for key in ("deps", "params", "outs", "metrics", "plots"):
         listed = paths(stage.get(key, []))
         assert len(listed) == len(set(listed)), f"{spec.name}.{key} lists a path twice"
         assert set(listed) == set(declared.get(key, getattr(spec, key))), f"{spec.name}.{key}"
-    uncached = {path for path in spec.plots if {path: {"cache": False}} in stage["outs"]}
-    assert uncached == set(spec.plots), f"{spec.name}: plot folders are outs with cache: false"
+    # Every output is cached: a revision or an experiment holds its metrics and plots too.
+    assert all(isinstance(entry, str) for entry in stage.get("outs", []) + stage.get("metrics", []))
 
 
 def test_top_level_plots_render_files_of_a_stage_plots_folder():
     folders = {folder for spec in STAGES.values() for folder in spec.plots}
-    for plot in paths(DVC_PIPELINE.get("plots", [])):
-        assert Path(plot).parent.as_posix() in folders, plot
+    for plot in DVC_PIPELINE.get("plots", []):
+        name, options = (plot, None) if isinstance(plot, str) else next(iter(plot.items()))
+        # A plot is a file, or an id whose `y` names the files it overlays.
+        files = options["y"] if options and isinstance(options.get("y"), dict) else [name]
+        for file in files:
+            assert Path(file).parent.as_posix() in folders, file
 
 
 def test_dvc_yaml_has_no_stage_the_code_does_not_declare():

@@ -128,7 +128,7 @@ def test_data_flow_writes_outputs_and_dvc_agrees(project: Path, first_run: State
     data_stages = flows.group_stages("data")
     assert _stage_states(first_run) == dict.fromkeys(data_stages, "Completed")
     for name in data_stages:
-        for output in workspace.stage_outputs(STAGES[name]):
+        for output in STAGES[name].outputs:
             assert (project / output).exists(), f"{name} did not write {output}"
     assert "profile: tiny" in (project / "params.yaml").read_text()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
@@ -215,6 +215,7 @@ def test_tpl_run_tracks_the_pipeline_in_one_mlflow_run(
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     monkeypatch.setenv("TPL_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # the tiny run is short
 
     result = CliRunner().invoke(app, ["run", "--profile", "tiny"])
 
@@ -233,6 +234,22 @@ def test_tpl_run_tracks_the_pipeline_in_one_mlflow_run(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
     )
     assert {stage.data.tags["stage"] for stage in stage_runs} == set(STAGES)
+    finetune = next(stage for stage in stage_runs if stage.data.tags["stage"] == "finetune")
+    # Params once, as params.yaml's dotted keys (not again as Lightning's `optim/...`).
+    assert "finetune.optim.learning_rate" in finetune.data.params
+    assert not any("/" in key for key in finetune.data.params)
+    # A training stage samples the machine; the others do not.
+    assert "system/cpu_utilization_percentage" in finetune.data.metrics
+    evaluate = next(stage for stage in stage_runs if stage.data.tags["stage"] == "evaluate")
+    assert not any(key.startswith("system/") for key in evaluate.data.metrics)
+    # Loss curves and the reliability diagram, as DVC plot data and as images in the run.
+    curve = (root / "plots/finetune/train_loss.csv").read_text().splitlines()
+    assert curve[0] == "step,loss" and curve[1].startswith("10,") and len(curve) > 3
+    artifacts = {
+        item.path for item in client.list_artifacts(finetune.info.run_id, "plots/finetune")
+    }
+    assert "plots/finetune/loss.png" in artifacts
+    assert (root / "plots/evaluate/reliability_after.json").is_file()
     # The parent run carries the headline, so the collapsed runs table compares pipeline runs.
     evaluation = json.loads((root / "metrics" / "evaluate.json").read_text())
     for key in ("val_accuracy", "test_accuracy", "nbsvm_val_accuracy", "val_accuracy_minus_nbsvm"):

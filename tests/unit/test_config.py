@@ -1,11 +1,20 @@
 """params.yaml loading: profiles overlay the base, malformed config fails at load naming the key."""
 
+import copy
 from pathlib import Path
 
 import pytest
 import yaml
 
-from transformer_pl.params import ConfigError, deep_merge, load_params, parse_params
+from transformer_pl.params import (
+    ConfigError,
+    changed_keys,
+    deep_merge,
+    load_params,
+    parse_params,
+    set_by_profile,
+    void_base_edits,
+)
 
 PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -241,3 +250,29 @@ def test_each_dataset_has_its_own_experiment_and_a_bad_template_fails_at_load(ra
     raw["tracking"]["experiment_name"] = "team/{datset}"
     with pytest.raises(ConfigError, match=r"tracking\.experiment_name: .*\{dataset\}, \{task\}"):
         parse_params(raw, "tiny")
+
+
+def test_a_base_edit_the_profile_overrides_is_found_void(raw):
+    locked = copy.deepcopy({key: raw[key] for key in ("finetune", "profiles", "seed")})
+    assert void_base_edits(raw, locked, "tiny") == []
+    raw["finetune"]["optim"]["learning_rate"] = 0.005  # tiny sets its own
+    raw["finetune"]["optim"]["weight_decay"] = 0.5  # tiny leaves it to the base
+    raw["seed"] = 7
+    assert void_base_edits(raw, locked, "tiny") == ["finetune.optim.learning_rate"]
+    assert void_base_edits(raw, locked, "default") == []  # no overlay: every edit counts
+    # Editing the profile's own value is what takes effect.
+    raw["profiles"]["tiny"]["finetune"]["optim"]["learning_rate"] = 0.005
+    locked["finetune"] = copy.deepcopy(raw["finetune"])
+    assert void_base_edits(raw, locked, "tiny") == []
+
+
+def test_a_profile_sets_a_key_by_naming_it_or_by_replacing_a_section_above_it():
+    raw = {"profiles": {"p": {"model": {"d_model": 64}, "tasks": {"grid": [1.0]}}}}
+    assert set_by_profile(raw, "p", "model.d_model")
+    assert not set_by_profile(raw, "p", "model.n_heads")
+    assert set_by_profile(raw, "p", "tasks.grid.0")  # a list is replaced whole
+    assert not set_by_profile(raw, "q", "model.d_model")
+    assert changed_keys({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "d": 2}}, "x") == [
+        "x.a.c",
+        "x.a.d",
+    ]

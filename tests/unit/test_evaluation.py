@@ -14,6 +14,7 @@ from transformer_pl.latency import measure_latency
 from transformer_pl.tasks.classify.report import (
     classification_report,
     expected_calibration_error,
+    reliability_bins,
     split_scalars,
     write_classification_plots,
 )
@@ -95,7 +96,14 @@ def test_plot_files_are_written_in_dvc_formats(tmp_path):
     paths = write_classification_plots(report, Y_TRUE, PROBABILITIES, LABELS, tmp_path / "plots")
 
     names = sorted(path.name for path in paths)
-    assert names == ["confusion.csv", "confusion_matrix.png", "precision_recall.json", "roc.json"]
+    assert names == [
+        "confusion.csv",
+        "confusion_matrix.png",
+        "precision_recall.json",
+        "reliability.png",
+        "reliability_before.json",
+        "roc.json",
+    ]
     assert all(path.parent == tmp_path / "plots" for path in paths)
     assert (tmp_path / "plots/confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with (tmp_path / "plots/confusion.csv").open(newline="") as handle:
@@ -165,3 +173,25 @@ def test_bleu_statistics_sum_to_the_corpus_score():
     assert bleu_from_statistics(statistics.sum(axis=0)) == pytest.approx(corpus)
     first_two = bleu_and_chrf(hypotheses[:2], references[:2])["bleu"]
     assert bleu_from_statistics(statistics[:2].sum(axis=0)) == pytest.approx(first_two)
+
+
+def test_reliability_bins_give_the_ece_and_the_diagram_before_and_after_calibration(tmp_path):
+    y_true = np.array([0, 0, 1, 1, 1])
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55], [0.8, 0.2]])
+    points = reliability_bins(y_true, probabilities, bins=2)
+    # Confidences 0.9, 0.6, 0.7, 0.55, 0.8: bin (0.5, 1] holds all five, four right.
+    assert points == [{"confidence": pytest.approx(0.71), "accuracy": 0.8, "count": 5}]
+    assert expected_calibration_error(y_true, probabilities, bins=2) == pytest.approx(0.09)
+    sharper = reliability_bins(y_true, probabilities, bins=10)
+    assert sum(point["count"] for point in sharper) == 5 and len(sharper) == 4  # 0.55, 0.6
+
+    report = classification_report(y_true, probabilities, LABELS)
+    flattened = np.full_like(probabilities, 0.5)
+    paths = write_classification_plots(
+        report, y_true, flattened, LABELS, tmp_path, before_calibration=probabilities
+    )
+    before = json.loads((tmp_path / "reliability_before.json").read_text())
+    after = json.loads((tmp_path / "reliability_after.json").read_text())
+    assert before == json.loads(json.dumps(reliability_bins(y_true, probabilities, 15)))
+    assert after == [{"confidence": 0.5, "accuracy": 0.4, "count": 5}]
+    assert tmp_path / "reliability.png" in paths

@@ -15,6 +15,7 @@ import logging
 import pickle
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,6 +117,7 @@ def build_trainer(
     monitor: str | None = "val/loss",
     mode: Literal["min", "max"] = "min",
     early_stopping_patience: int | None = None,
+    extra_callbacks: Sequence[Callback] = (),
 ) -> pl.Trainer:
     """A Trainer configured from `trainer_params` (and the stage's run length), writing into
     `output_dir`: checkpoints/{best,last}.ckpt and, without a logger (e.g. an MLFlowLogger),
@@ -166,6 +168,7 @@ def build_trainer(
         )
     if trainer_params.compile:
         callbacks.append(CompileModel())
+    callbacks += extra_callbacks
     if logger is None:
         logger = CSVLogger(output_dir, name="logs")
     step_interval = isinstance(val_check_interval, int)

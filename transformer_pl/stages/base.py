@@ -30,11 +30,20 @@ class StageSpec:
     deps: tuple[str, ...]  # files and folders read, relative to the project root (code included)
     params: tuple[str, ...]  # params.yaml keys read: sections or dotted keys
     outs: tuple[str, ...] = ()  # files and folders written (DVC-cached)
-    metrics: tuple[str, ...] = ()  # JSON metrics written (not cached, committed to git)
-    plots: tuple[str, ...] = ()  # plot data written
+    metrics: tuple[str, ...] = ()  # JSON metrics written (DVC-cached, so revisions compare)
+    plots: tuple[str, ...] = ()  # folders of plot data written (DVC-cached)
+    reports: tuple[str, ...] = ()  # other files a reader wants beside the run (DVC-cached)
     # Writes to the model registry at the tracking URI: another registry is another output, so
     # the stage is keyed on the URI too.
     registry: bool = False
+    # Trains a model: its run samples system metrics (CPU, memory, GPU), and a flow may launch
+    # it on several processes.
+    trains: bool = False
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Everything the stage writes: outs, metrics, plots and reports."""
+        return self.outs + self.metrics + self.plots + self.reports
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

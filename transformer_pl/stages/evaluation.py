@@ -206,8 +206,9 @@ STAGES: tuple[StageSpec, ...] = (
         ),
         params=("dataset", *PROFILE_KEYS, "seed", "evaluate", "decode", "tasks"),
         outs=(VAL_PREDICTIONS, TEST_PREDICTIONS),
-        metrics=(EVALUATION_METRICS, SAMPLES),
+        metrics=(EVALUATION_METRICS,),
         plots=(Layout.PLOTS,),
+        reports=(SAMPLES,),
     ),
     StageSpec(
         name="register",

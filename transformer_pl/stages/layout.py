@@ -28,7 +28,9 @@ class Layout:
     PRETRAINED = "models/pretrain"
     FINETUNED = "models/finetune"
     METRICS = "metrics"
-    PLOTS = "plots"
+    PLOTS = "plots/evaluate"  # evaluate's plots: confusion, ROC, PR, reliability
+    PRETRAIN_PLOTS = "plots/pretrain"  # loss curves
+    FINETUNE_PLOTS = "plots/finetune"
 
     def split_file(self, split: str) -> Path:
         """Where `split` stage writes one split (`write_frames`: `<split>.parquet`)."""

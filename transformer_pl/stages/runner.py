@@ -107,10 +107,12 @@ def run_stage(spec: StageSpec, params: Params, layout: Layout | None = None) -> 
     tags = lineage_tags(
         dataset=params.dataset, profile=params.profile, stage=spec.name, dvc_hashes=hashes
     )
-    with stage_run(spec.name, params_subset(params, spec.params), tags) as run:
+    with stage_run(
+        spec.name, params_subset(params, spec.params), tags, system_metrics=spec.trains
+    ) as run:
         summary = spec.run(params, layout)
         mlflow.log_metrics(_numeric_leaves(summary))
-        for relative in spec.metrics + spec.plots:
+        for relative in spec.metrics + spec.plots + spec.reports:
             path = layout / relative
             if path.is_dir():
                 mlflow.log_artifacts(str(path), artifact_path=relative)

@@ -76,21 +76,25 @@ def _fit(
     datamodule: Any,
     trainer_options: dict[str, Any],
     out_dir: Path,
+    plots_dir: Path,
     export_metadata: dict[str, Any] | None = None,
     extra_summary: dict[str, Any] | None = None,
     completed: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Fit (or resume) the module `build_module` makes, export the best weights into `out_dir`;
-    returns the summary (with `extra_summary`'s fields, what the caller did before fitting, and
-    what `completed` adds once the module has trained)."""
+    """Fit (or resume) the module `build_module` makes, export the best weights into `out_dir`
+    and the loss curves into `plots_dir`; returns the summary (with `extra_summary`'s fields,
+    what the caller did before fitting, and what `completed` adds once the module has
+    trained)."""
     import mlflow
 
+    from transformer_pl.lightning.loss_curves import LossCurves
     from transformer_pl.lightning.trainer import (
         CHECKPOINT_DIR,
         LAST_CHECKPOINT,
         build_trainer,
         fit_or_resume,
     )
+    from transformer_pl.loss_curve_files import write_loss_curves
     from transformer_pl.tracking import lightning_logger
 
     scratch = CHECKPOINTS_ROOT / stage_input_key(STAGES_BY_NAME[stage], params, layout.root)
@@ -104,8 +108,14 @@ def _fit(
                 shutil.rmtree(stale, ignore_errors=True)
     active = mlflow.active_run() if is_global_zero() else None
     logger = lightning_logger(active.info.run_id) if active else None
+    curves = LossCurves()
     trainer = build_trainer(
-        params.trainer, output_dir=scratch, seed=params.seed, logger=logger, **trainer_options
+        params.trainer,
+        output_dir=scratch,
+        seed=params.seed,
+        logger=logger,
+        extra_callbacks=[curves],
+        **trainer_options,
     )
     if active:
         mlflow.set_tag("precision", str(trainer.precision))  # "auto" resolves per machine
@@ -143,6 +153,7 @@ def _fit(
         best_module.export_weights(out_dir, **(export_metadata or {}))
         shutil.copyfile(best, out_dir / FINAL_CHECKPOINT)
         write_json(layout / f"{TRAINING_METRICS}/{stage}.json", summary)
+        write_loss_curves(plots_dir, curves.points, f"{stage} loss ({params.dataset})")
         shutil.rmtree(scratch, ignore_errors=True)
         write_json(finished, summary)
     return summary
@@ -152,6 +163,7 @@ def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
     """Self-supervised pretraining with the objective that fits the dataset's task: masked LM
     (the classifier's encoder) or causal LM (the language model finetune continues)."""
     from transformer_pl.data.datamodules import CausalLMDataModule, MaskedLMDataModule
+    from transformer_pl.loss_curve_files import write_loss_curves
     from transformer_pl.pretraining.masked_lm import MaskedLMModule
     from transformer_pl.tasks.lm.module import CausalLMModule
 
@@ -165,6 +177,7 @@ def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
         summary = {"dataset": params.dataset, "skipped": True, "reason": _no_pretraining(params)}
         write_json(out_dir / SKIPPED_MARKER, summary)
         write_json(layout / f"{TRAINING_METRICS}/pretrain.json", summary)
+        write_loss_curves(layout / Layout.PRETRAIN_PLOTS, {}, "pretrain: nothing trained")
         return summary
     meta = _encoded_meta(layout, params)
     config = _model_config(params, meta["vocab_size"])
@@ -218,6 +231,7 @@ def pretrain(params: Params, layout: Layout) -> dict[str, Any]:
             "accumulate_grad_batches": settings.optim.accumulate_grad_batches,
         },
         out_dir,
+        layout / Layout.PRETRAIN_PLOTS,
         extra_summary=start,
     )
 
@@ -228,6 +242,8 @@ def _word_vectors(
     """The ppmi_svd objective: the encoder's token embedding alone (`_ppmi_svd_embedding`);
     finetune reports the other encoder weights as missing and initialises them."""
     from safetensors.torch import save_file
+
+    from transformer_pl.loss_curve_files import write_loss_curves
 
     # Never resumed: it has no steps to resume, and reruns whole in minutes.
     summary: dict[str, Any] = {"dataset": params.dataset, "objective": "ppmi_svd", "resumed": False}
@@ -242,6 +258,7 @@ def _word_vectors(
     write_json(out_dir / "config.json", {"objective": "ppmi_svd", "model": config.to_dict()})
     summary.update(statistics, wall_seconds=round(time.perf_counter() - started, 1))
     write_json(layout / f"{TRAINING_METRICS}/pretrain.json", summary)
+    write_loss_curves(layout / Layout.PRETRAIN_PLOTS, {}, "pretrain: word vectors, no steps")
     return summary
 
 
@@ -323,6 +340,7 @@ def finetune(params: Params, layout: Layout) -> dict[str, Any]:
             "early_stopping_patience": settings.early_stopping_patience,
         },
         layout / Layout.FINETUNED,
+        layout / Layout.FINETUNE_PLOTS,
         export_metadata=recipe.export_metadata,
         extra_summary=recipe.summary,
         # What loading the pretrained weights found: known once the module was built.
@@ -352,6 +370,8 @@ STAGES: tuple[StageSpec, ...] = (
         ),
         outs=(Layout.PRETRAINED,),
         metrics=(f"{TRAINING_METRICS}/pretrain.json",),
+        plots=(Layout.PRETRAIN_PLOTS,),
+        trains=True,
     ),
     StageSpec(
         name="finetune",
@@ -378,6 +398,8 @@ STAGES: tuple[StageSpec, ...] = (
         ),
         outs=(Layout.FINETUNED,),
         metrics=(f"{TRAINING_METRICS}/finetune.json",),
+        plots=(Layout.FINETUNE_PLOTS,),
+        trains=True,
     ),
 )
 STAGES_BY_NAME = {spec.name: spec for spec in STAGES}

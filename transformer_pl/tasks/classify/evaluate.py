@@ -107,7 +107,13 @@ def evaluate_classifier(
     )
     metrics["test_predict_seconds"] = round(predict_seconds, 2)
     write_classification_plots(
-        report, labels["test"], probabilities["test"], label_names, plots_dir
+        report,
+        labels["test"],
+        probabilities["test"],
+        label_names,
+        plots_dir,
+        before_calibration=raw["test"] if classify.calibrate else None,
+        calibration_bins=classify.calibration_bins,
     )
     predictions = {
         split: pd.DataFrame(

@@ -24,6 +24,9 @@ CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_CSV = "confusion.csv"
 ROC_JSON = "roc.json"
 PR_JSON = "precision_recall.json"
+# The reliability diagram of the model's own probabilities, and of the calibrated ones it serves.
+RELIABILITY_JSON = {"before": "reliability_before.json", "after": "reliability_after.json"}
+RELIABILITY_PNG = "reliability.png"
 
 
 def metric_label(label: str) -> str:
@@ -31,14 +34,12 @@ def metric_label(label: str) -> str:
     return re.sub(r"[^\w\-]", "_", label)
 
 
-def expected_calibration_error(
+def reliability_bins(
     y_true: np.ndarray, probabilities: np.ndarray, bins: int = 15
-) -> float:
-    """ECE with equal-width confidence bins (Guo et al. 2017).
-
-    ECE = Σ_b (|B_b| / n) · |accuracy(B_b) − mean confidence(B_b)|, where confidence is the
-    top-class probability and bin b holds confidences in ((b−1)/bins, b/bins] (bin 0 also holds 0).
-    """
+) -> list[dict[str, float]]:
+    """The reliability diagram's points: per non-empty equal-width confidence bin, the mean
+    confidence, the accuracy and the number of examples. Confidence is the top-class
+    probability; bin b holds confidences in ((b−1)/bins, b/bins] (bin 0 also holds 0)."""
     y_true = np.asarray(y_true)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if bins < 1:
@@ -47,13 +48,30 @@ def expected_calibration_error(
     correct = probabilities.argmax(axis=1) == y_true
     inner_edges = np.linspace(0.0, 1.0, bins + 1)[1:-1]
     bin_of = np.digitize(confidence, inner_edges, right=True)
-    error = 0.0
-    for b in range(bins):
-        in_bin = bin_of == b
-        if in_bin.any():
-            gap = abs(correct[in_bin].mean() - confidence[in_bin].mean())
-            error += in_bin.mean() * gap
-    return float(error)
+    return [
+        {
+            "confidence": float(confidence[in_bin].mean()),
+            "accuracy": float(correct[in_bin].mean()),
+            "count": int(in_bin.sum()),
+        }
+        for in_bin in (bin_of == b for b in range(bins))
+        if in_bin.any()
+    ]
+
+
+def expected_calibration_error(
+    y_true: np.ndarray, probabilities: np.ndarray, bins: int = 15
+) -> float:
+    """ECE with equal-width confidence bins (Guo et al. 2017):
+    ECE = Σ_b (|B_b| / n) · |accuracy(B_b) − mean confidence(B_b)| over `reliability_bins`."""
+    points = reliability_bins(y_true, probabilities, bins)
+    total = sum(point["count"] for point in points)
+    return float(
+        sum(
+            point["count"] / total * abs(point["accuracy"] - point["confidence"])
+            for point in points
+        )
+    )
 
 
 def classification_report(
@@ -195,17 +213,51 @@ def write_curve_json(curve: Mapping[str, Sequence[float]], path: str | Path) -> 
     return path
 
 
+def write_reliability(
+    y_true: Sequence[int] | np.ndarray,
+    probabilities: Mapping[str, np.ndarray],
+    bins: int,
+    plots_dir: Path,
+) -> list[Path]:
+    """The reliability diagram of the probabilities before calibration and, where calibrated,
+    after: the points as DVC plot data, both curves in one PNG; returns the paths."""
+    figure = Figure(figsize=(4.5, 4.5))
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
+    paths = []
+    for name, values in probabilities.items():
+        points = reliability_bins(np.asarray(y_true), values, bins)
+        path = plots_dir / RELIABILITY_JSON[name]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(points, indent=1) + "\n", encoding="utf-8")
+        paths.append(path)
+        axes.plot(
+            [point["confidence"] for point in points],
+            [point["accuracy"] for point in points],
+            marker="o",
+            label=f"{name} calibration",
+        )
+    axes.set(xlabel="confidence (top-class probability)", ylabel="accuracy", xlim=(0, 1))
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(plots_dir / RELIABILITY_PNG)
+    return [*paths, plots_dir / RELIABILITY_PNG]
+
+
 def write_classification_plots(
     report: Mapping[str, Any],
     y_true: Sequence[int] | np.ndarray,
     probabilities: np.ndarray,
     label_names: Sequence[str],
     plots_dir: str | Path,
+    before_calibration: np.ndarray | None = None,
+    calibration_bins: int = 15,
 ) -> list[Path]:
     """Write every plot of a `classification_report` under `plots_dir`; return the paths.
 
-    Always `confusion_matrix.png` and `confusion.csv`; for two classes also `roc.json` and
-    `precision_recall.json`.
+    Always `confusion_matrix.png`, `confusion.csv` and the reliability diagram of
+    `probabilities` (after calibration, with the probabilities `before_calibration`, when
+    calibrated); for two classes also `roc.json` and `precision_recall.json`.
     """
     plots_dir = Path(plots_dir)
     y_pred = np.asarray(probabilities).argmax(axis=1)
@@ -215,6 +267,13 @@ def write_classification_plots(
         ),
         write_confusion_rows_csv(y_true, y_pred, label_names, plots_dir / CONFUSION_CSV),
     ]
+    served = np.asarray(probabilities)
+    diagrams = (
+        {"before": served}
+        if before_calibration is None
+        else {"before": np.asarray(before_calibration), "after": served}
+    )
+    paths += write_reliability(y_true, diagrams, calibration_bins, plots_dir)
     if "roc_curve" in report:
         paths.append(write_curve_json(report["roc_curve"], plots_dir / ROC_JSON))
         paths.append(write_curve_json(report["pr_curve"], plots_dir / PR_JSON))
