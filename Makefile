@@ -52,8 +52,8 @@ test: $(TEST_EXTRAS)  ## the whole test suite, end-to-end pipeline runs included
 test-fast: $(TEST_EXTRAS)  ## unit and integration tests without the slow ones (~4 min)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-ui: $(STAMP)  ## MLflow UI on the same store the pipeline writes to
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} --host 127.0.0.1 --port 5000
+ui: $(STAMP)  ## MLflow UI on the same store the pipeline writes to (one user: one worker, no GenAI job runners)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} --host 127.0.0.1 --port 5000
 
 serve: $(STAMP)  ## serve the champion model over HTTP (tpl serve: the registered request limits)
 	$(BIN)/tpl serve --model transformer-pl-$${DATASET:-imdb} --host 127.0.0.1 --port 5001

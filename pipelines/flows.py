@@ -39,7 +39,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect import Task, flow, get_client, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
@@ -92,6 +92,7 @@ LAUNCHER_OUTPUT_TAIL_LINES = 40  # of a failed torchrun launch, quoted in the ta
 RESULT_SERIALIZER = JSONSerializer(object_encoder=None, object_decoder=None)
 
 SUMMARY_ARTIFACT_KEY = "transformer-pl-summary"
+MLFLOW_RUN_ARTIFACT_KEY, DATA_DOCS_ARTIFACT_KEY = "mlflow-run", "data-docs"
 LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"  # `make ui`
 
 
@@ -267,12 +268,29 @@ def run_stages(
 
 
 def publish_summary(result: PipelineResult, params: Params) -> None:
-    """A markdown artifact for the outermost flow run; subflows leave it to their parent."""
-    if flow_run.parent_flow_run_id is None:
-        create_markdown_artifact(
-            summary_markdown(result, params.profile, params.dataset),
-            key=SUMMARY_ARTIFACT_KEY,
-            description="Stage summaries of this pipeline run",
+    """For the outermost flow run (subflows leave it to their parent): a markdown artifact of
+    the stage summaries, and links to the run's MLflow run and to the Data Docs it validated
+    with."""
+    if flow_run.parent_flow_run_id is not None:
+        return
+    create_markdown_artifact(
+        summary_markdown(result, params.profile, params.dataset),
+        key=SUMMARY_ARTIFACT_KEY,
+        description="Stage summaries of this pipeline run",
+    )
+    if result.mlflow_run_url:
+        create_link_artifact(
+            result.mlflow_run_url,
+            link_text="the pipeline's MLflow run",
+            key=MLFLOW_RUN_ARTIFACT_KEY,
+            description="Its params, metrics, datasets and model, nested stage runs",
+        )
+    if data_docs := (result.stages.get("validate") or {}).get("data_docs"):
+        create_link_artifact(
+            Path(data_docs).resolve().as_uri(),
+            link_text="Great Expectations Data Docs",
+            key=DATA_DOCS_ARTIFACT_KEY,
+            description="The validation of the data this run trained on",
         )
 
 

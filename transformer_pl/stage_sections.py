@@ -191,6 +191,7 @@ class EvaluateParams(Section):
     # Resamples of the paired bootstrap interval of each model-minus-baseline difference.
     bootstrap_resamples: int = Field(1000, ge=10)
     samples: int = Field(5, ge=0)  # test examples shown with the model's output (samples.json)
+    length_buckets: int = Field(4, ge=1)  # test slices by input length (quantiles of words)
 
 
 class DecodeParams(Section):

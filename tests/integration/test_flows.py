@@ -137,15 +137,23 @@ def test_data_flow_writes_outputs_and_dvc_agrees(project: Path, first_run: State
 
     flow_run_filter = FlowRunFilter(id={"any_": [first_run.state_details.flow_run_id]})
     with get_client(sync_client=True) as client:
-        (artifact,) = client.read_artifacts(flow_run_filter=flow_run_filter)
+        artifacts = {
+            artifact.key: artifact
+            for artifact in client.read_artifacts(flow_run_filter=flow_run_filter)
+        }
         run = client.read_flow_run(first_run.state_details.flow_run_id)
     dataset = load_params(project / "params.yaml", "tiny").dataset
     assert run.name == f"{dataset}-tiny-data"  # as the MLflow runs are named, plus the flow
     assert {f"dataset:{dataset}", "profile:tiny"} <= set(run.tags)
     assert any(tag.startswith("git:") for tag in run.tags)
-    assert artifact.key == flows.SUMMARY_ARTIFACT_KEY
-    assert "| validation | passed" in artifact.data
-    assert all(f"## {name}" in artifact.data for name in data_stages)
+    # A data flow makes no MLflow pipeline run: its summary, and a link to the Data Docs.
+    assert set(artifacts) == {flows.SUMMARY_ARTIFACT_KEY, flows.DATA_DOCS_ARTIFACT_KEY}
+    summary = artifacts[flows.SUMMARY_ARTIFACT_KEY].data
+    assert "| validation | passed" in summary
+    assert all(f"## {name}" in summary for name in data_stages)
+    data_docs = artifacts[flows.DATA_DOCS_ARTIFACT_KEY].data
+    assert data_docs.startswith("[Great Expectations Data Docs](file://")
+    assert (project / "data/reports/validation/docs/index.html").as_uri() in data_docs
 
 
 def test_rerun_with_nothing_changed_is_cached(project: Path, first_run: State) -> None:

@@ -106,25 +106,17 @@ def repeated(keys: pd.Series) -> pd.Series:
 
 def sample_positions(
     frame: pd.DataFrame, n: int, spec: DatasetSpec, rng: np.random.Generator
-) -> np.ndarray:
-    """Positions of a seeded sample of `n` rows, in source order: stratified by the raw label
-    (missing and unknown labels are strata too); a contiguous window for language-model corpora."""
+) -> tuple[np.ndarray, str]:
+    """Positions of a seeded sample of `n` rows, in source order, and how they were drawn, in
+    words: stratified by the raw label (missing and unknown labels are strata too) where the
+    split has labels; a contiguous window for language-model corpora; else uniform."""
     if spec.corpus:
         start = int(rng.integers(0, len(frame) - n + 1))
-        return np.arange(start, start + n)
+        return np.arange(start, start + n), "a contiguous window at a seeded offset"
     if spec.labelled and frame["label"].notna().any():
         groups = frame["label"].fillna("\0missing").astype(str).to_numpy()
-        return stratified_selection(groups, n, rng)
-    return random_selection(len(frame), n, rng)
-
-
-def sampling_method(spec: DatasetSpec) -> str:
-    """How `sample_positions` draws from a split of this dataset, in words."""
-    if spec.corpus:
-        return "a contiguous window at a seeded offset"
-    if spec.labelled:
-        return "stratified by raw label, in source order"
-    return "uniform, in source order"
+        return stratified_selection(groups, n, rng), "stratified by raw label, in source order"
+    return random_selection(len(frame), n, rng), "uniform, in source order"
 
 
 @dataclass
@@ -263,7 +255,9 @@ def quarantine_columns(spec: DatasetSpec) -> list[str]:
 def clean_splits(
     raw: dict[str, pd.DataFrame], spec: DatasetSpec, params: CleanParams, seed: int
 ) -> CleanResult:
-    sampled = {split: _sample(split, frame, spec, params, seed) for split, frame in raw.items()}
+    samples = {split: _sample(split, frame, spec, params, seed) for split, frame in raw.items()}
+    sampled = {split: frame for split, (frame, _) in samples.items()}
+    methods = {split: method for split, (_, method) in samples.items() if method is not None}
     cleaners = {split: _SplitCleaner(split, frame) for split, frame in sampled.items()}
     for split, cleaner in cleaners.items():
         cleaner.drop(cleaner.frame["parse_error"].notna(), "parse_error", cleaner.frame.parse_error)
@@ -290,19 +284,21 @@ def clean_splits(
     quarantine = pd.concat(
         [cleaner.quarantined(columns) for cleaner in cleaners.values()], ignore_index=True
     )
-    report = _report(raw, sampled, frames, quarantine, spec, params, seed)
+    report = _report(raw, sampled, frames, quarantine, methods, params, seed)
     return CleanResult(frames, quarantine.astype({"row": "int64"}), report)
 
 
 def _sample(
     split: str, frame: pd.DataFrame, spec: DatasetSpec, params: CleanParams, seed: int
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, str | None]:
+    """The split's rows to clean, and how they were sampled (None: all of them)."""
     limit = params.max_rows_per_split
     if limit is None or len(frame) <= limit:
-        return frame
+        return frame, None
     # One stream per split, independent of the other splits' sizes.
     rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
-    return frame.iloc[sample_positions(frame, limit, spec, rng)]
+    positions, method = sample_positions(frame, limit, spec, rng)
+    return frame.iloc[positions], method
 
 
 def _drop_across_splits(cleaners: dict[str, _SplitCleaner], params: CleanParams) -> None:
@@ -332,7 +328,7 @@ def _report(
     sampled: dict[str, pd.DataFrame],
     frames: dict[str, pd.DataFrame],
     quarantine: pd.DataFrame,
-    spec: DatasetSpec,
+    methods: dict[str, str],
     params: CleanParams,
     seed: int,
 ) -> dict[str, Any]:
@@ -363,9 +359,10 @@ def _report(
         "splits": splits,
     }
     if params.max_rows_per_split is not None:
+        how = "; ".join(f"{split}: {method}" for split, method in methods.items()) or "none is"
         report["sampling"] = (
             f"max_rows_per_split={params.max_rows_per_split}: a larger split is sampled before "
-            f"cleaning (seed {seed}; {sampling_method(spec)}). rows_in counts the sampled rows, "
-            "rows_in_source the whole split; rows_in = rows_kept + rows_quarantined."
+            f"cleaning (seed {seed}; {how}). rows_in counts the sampled rows, rows_in_source "
+            "the whole split; rows_in = rows_kept + rows_quarantined."
         )
     return report

@@ -29,7 +29,8 @@ HEADER = """\
 # derived from the import graph); edit those, not this file. Each stage runs `tpl stage <name>`.
 """
 # How `dvc plots show` renders the plot files: each training stage's loss curves, and
-# evaluate's, of which a task writes only its own (classification all of these).
+# evaluate's, of which a task writes only its own (classification: reliability, confusion, ROC,
+# PR, accuracy by length; translation: BLEU by length; summarization: ROUGE-L by length).
 PLOTS: list[Any] = [
     *(
         {
@@ -54,6 +55,16 @@ PLOTS: list[Any] = [
     {f"{Layout.PLOTS}/{CONFUSION_CSV}": {"template": "confusion", "x": "actual", "y": "predicted"}},
     {f"{Layout.PLOTS}/{ROC_JSON}": {"x": "fpr", "y": "tpr"}},
     {f"{Layout.PLOTS}/{PR_JSON}": {"x": "recall", "y": "precision"}},
+    *(
+        {
+            f"{Layout.PLOTS}/{metric}_by_length.json": {
+                "template": "bar_horizontal",
+                "x": metric,
+                "y": "words",
+            }
+        }
+        for metric in ("accuracy", "bleu", "rougeL")
+    ),
     f"{Layout.PLOTS}/{CONFUSION_PNG}",
     f"{Layout.PLOTS}/{RELIABILITY_PNG}",
 ]

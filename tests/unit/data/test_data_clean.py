@@ -16,7 +16,6 @@ from transformer_pl.data.clean import (
     normalize_text,
     repeated,
     sample_positions,
-    sampling_method,
     strip_html,
 )
 
@@ -133,13 +132,17 @@ def test_translation_pairs_empty_side_and_length_ratio():
         source_language="de",
         target_language="en",
     )
-    assert sampling_method(spec) == "uniform, in source order"  # no label to stratify by
     train = raw_frame(["Ein Hund.", "Leer", "@@", "Ein Hund."]).drop(columns="label")
     train.insert(
         2,
         "target",
         pd.array(["A dog.", "", "Front stroke swimming race.", "A dog."], dtype="string"),
     )
+    result = clean_splits(
+        {"train": train}, spec, CleanParams(max_length_ratio=3, max_rows_per_split=3), seed=0
+    )
+    # No label to stratify by: the sample of pairs is uniform.
+    assert "train: uniform, in source order" in result.report["sampling"]
     result = clean_splits({"train": train}, spec, CleanParams(max_length_ratio=3), seed=0)
     assert reasons(result, "train") == {2: "empty", 3: "length_ratio", 4: "duplicate"}
     dropped = result.quarantine.set_index("row")
@@ -171,12 +174,16 @@ def test_sampling_happens_before_cleaning_and_is_stratified_and_seeded():
     counts = first.report["splits"]["train"]
     assert (counts["rows_in_source"], counts["rows_in"]) == (1000, 100)
     assert "max_rows_per_split=100" in first.report["sampling"]
-    assert "seed 3; stratified by raw label, in source order" in first.report["sampling"]
+    assert "seed 3; train: stratified by raw label, in source order" in first.report["sampling"]
+    # A labelled dataset's split without any label (its test labels withheld) is uniform.
+    unlabelled = raw_frame([f"text {i}" for i in range(1000)], [None] * 1000)
+    withheld = clean_splits({"train": train, "test": unlabelled}, CLASSIFY, params, seed=3)
+    assert "test: uniform, in source order" in withheld.report["sampling"]
 
 
 def test_language_model_sample_is_a_contiguous_window():
     spec = dataset_spec(task="lm", path="x", format="text", splits={"train": "t"})
     frame = raw_frame([f"line {i}" for i in range(50)]).drop(columns="label")
-    positions = sample_positions(frame, 10, spec, np.random.default_rng(0))
+    positions, method = sample_positions(frame, 10, spec, np.random.default_rng(0))
     assert np.array_equal(positions, np.arange(positions[0], positions[0] + 10))
-    assert sampling_method(spec) == "a contiguous window at a seeded offset"
+    assert method == "a contiguous window at a seeded offset"

@@ -22,6 +22,7 @@ def evaluate_classifier(
     import pandas as pd
 
     from transformer_pl.latency import measure_latency
+    from transformer_pl.length_slices import metric_by_length, write_metric_by_length
     from transformer_pl.significance import compare_accuracy
     from transformer_pl.tasks.classify.bundle import load_classifier_bundle
     from transformer_pl.tasks.classify.calibration import apply_temperature, fit_temperature
@@ -106,6 +107,14 @@ def evaluate_classifier(
         texts["test"][: settings.latency_examples],
     )
     metrics["test_predict_seconds"] = round(predict_seconds, 2)
+    correct = probabilities["test"].argmax(axis=1) == labels["test"]
+    by_length = metric_by_length(
+        texts["test"],
+        lambda positions: correct[positions].mean(),
+        "accuracy",
+        settings.length_buckets,
+    )
+    write_metric_by_length(by_length, "accuracy", plots_dir)
     write_classification_plots(
         report,
         labels["test"],

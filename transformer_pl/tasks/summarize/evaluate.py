@@ -24,6 +24,7 @@ def evaluate_summarizer(
     import pandas as pd
 
     from transformer_pl.latency import measure_latency
+    from transformer_pl.length_slices import metric_by_length, write_metric_by_length
     from transformer_pl.significance import paired_bootstrap
     from transformer_pl.tasks.summarize.predict import load_summarizer_bundle
     from transformer_pl.tasks.summarize.rouge import (
@@ -55,6 +56,7 @@ def evaluate_summarizer(
     metrics: dict[str, Any] = {}
     predictions: dict[str, Any] = {}
     summaries: dict[str, list[str]] = {}
+    per_summary: dict[str, Any] = {}  # each summary's ROUGE scores, a column per type
     for split in SCORED_SPLITS:
         sources = frames[split]["text"].tolist()
         references = frames[split]["target"].tolist()
@@ -62,6 +64,7 @@ def evaluate_summarizer(
         summaries[split] = summarize(sources)
         seconds = time.perf_counter() - started
         ours = rouge_per_summary(summaries[split], references)
+        per_summary[split] = ours
         metrics |= {
             f"{split}_{name}": 100 * float(ours[:, column].mean())
             for column, name in enumerate(ROUGE_TYPES)
@@ -91,6 +94,14 @@ def evaluate_summarizer(
             {"source": sources, "reference": references, "summary": summaries[split]}
         )
     sources = frames["test"]["text"].tolist()
+    rouge_l = ROUGE_TYPES.index("rougeL")
+    by_length = metric_by_length(
+        sources,
+        lambda positions: 100 * per_summary["test"][positions, rouge_l].mean(),
+        "rougeL",
+        settings.length_buckets,
+    )
+    write_metric_by_length(by_length, "rougeL", plots_dir)
     metrics |= measure_latency(
         lambda source: summarize([source]), sources[: settings.latency_examples]
     )

@@ -21,6 +21,7 @@ def evaluate_translator(
     import pandas as pd
 
     from transformer_pl.latency import measure_latency
+    from transformer_pl.length_slices import metric_by_length, write_metric_by_length
     from transformer_pl.significance import paired_bootstrap
     from transformer_pl.tasks.translate.bleu import (
         bleu_and_chrf,
@@ -43,6 +44,7 @@ def evaluate_translator(
     metrics: dict[str, Any] = {}
     predictions: dict[str, Any] = {}
     translations: dict[str, list[str]] = {}
+    statistics: dict[str, Any] = {}  # BLEU's sufficient statistics per sentence
     for split in SCORED_SPLITS:
         sources = frames[split]["text"].tolist()
         references = frames[split]["target"].tolist()
@@ -51,8 +53,9 @@ def evaluate_translator(
         seconds = time.perf_counter() - started
         scores = bleu_and_chrf(translations[split], references)
         baseline = bleu_and_chrf(sources, references)
+        statistics[split] = bleu_statistics(translations[split], references)
         difference = paired_bootstrap(
-            bleu_statistics(translations[split], references),
+            statistics[split],
             bleu_statistics(sources, references),
             statistic=bleu_from_statistics,
             resamples=settings.bootstrap_resamples,
@@ -73,6 +76,13 @@ def evaluate_translator(
             {"source": sources, "reference": references, "translation": translations[split]}
         )
     sources, references = frames["test"]["text"].tolist(), frames["test"]["target"].tolist()
+    by_length = metric_by_length(
+        sources,
+        lambda positions: bleu_from_statistics(statistics["test"][positions].sum(axis=0)),
+        "bleu",
+        settings.length_buckets,
+    )
+    write_metric_by_length(by_length, "bleu", plots_dir)
     greedy = translate(sources, 1) if decoding.beam_size > 1 else translations["test"]
     greedy_scores = bleu_and_chrf(greedy, references)
     metrics |= {
