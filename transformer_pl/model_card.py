@@ -8,6 +8,9 @@ from typing import Any
 
 from transformer_pl.headline import headline
 
+# The longest description a registry keeps (MLflow's PostgreSQL schema: varchar(5000)).
+MAX_CARD_CHARS = 5000
+
 
 def model_card(
     *,
@@ -20,7 +23,9 @@ def model_card(
 ) -> str:
     """The card for one version of `model_name`. `evaluation` is evaluate's summary (its
     figures are listed beside each baseline's, with the paired 95% interval); `lineage` maps
-    what a reader can look the version up by (git commit, pipeline run, DVC hashes) to its value.
+    what a reader can look the version up by (git commit, pipeline run, DVC hashes) to its value;
+    the hashes of code files are left out (the commit names the code). A card longer than
+    `MAX_CARD_CHARS` is cut there, saying so.
     """
     lines = [
         f"# {model_name}",
@@ -34,8 +39,13 @@ def model_card(
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| `{key}` | {value} |" for key, value in figures]
         lines.append("")
-    if lineage:
+    traced = {key: value for key, value in lineage.items() if not key.endswith(".py")}
+    if traced:
         lines += ["## Lineage", "", "| | |", "|---|---|"]
-        lines += [f"| `{key}` | `{value}` |" for key, value in lineage.items()]
+        lines += [f"| `{key}` | `{value}` |" for key, value in traced.items()]
         lines.append("")
-    return "\n".join(lines)
+    card = "\n".join(lines)
+    if len(card) <= MAX_CARD_CHARS:
+        return card
+    cut = f"\n\n(cut at {MAX_CARD_CHARS} characters, the registry's limit)\n"
+    return card[: MAX_CARD_CHARS - len(cut)] + cut

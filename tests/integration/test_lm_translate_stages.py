@@ -78,7 +78,11 @@ def test_language_model_is_pretrained_continued_scored_and_sampled(
     assert samples["task"] == "lm"
     assert [sample["prompt"] for sample in samples["samples"]] == ["ROMEO:", "First Citizen:"]
     assert all(isinstance(sample["sampled"], str) for sample in samples["samples"])
-    assert list((root / "plots").iterdir()) == []  # no classification plots for a language model
+    # No classification plots for a language model: its loss curves only.
+    assert list((root / "plots/evaluate").iterdir()) == []
+    for stage in ("pretrain", "finetune"):
+        curve = (root / f"plots/{stage}/val_loss.csv").read_text().splitlines()
+        assert curve[0] == "step,loss" and len(curve) > 1, stage
 
 
 def write_parallel(folder: Path, source: Path, rows: dict[str, int]) -> Path:
@@ -138,4 +142,9 @@ def test_translator_trains_without_pretraining_and_reports_bleu_with_signatures(
     samples = read_json(root, "metrics/samples.json")["samples"]
     assert len(samples) == 3
     assert set(samples[0]) == {"source", "reference", "translation", "greedy"}
-    assert list((root / "plots").iterdir()) == []
+    # BLEU by source length; loss curves of finetune (pretraining trained nothing).
+    evaluate_plots = sorted(path.name for path in (root / "plots/evaluate").iterdir())
+    assert evaluate_plots == ["bleu_by_length.json", "bleu_by_length.png"]
+    buckets = read_json(root, "plots/evaluate/bleu_by_length.json")
+    assert sum(bucket["examples"] for bucket in buckets) == metrics["test_examples"]
+    assert (root / "plots/pretrain/train_loss.csv").read_text() == "step,loss\n"

@@ -1,6 +1,6 @@
 """The model card a registered version carries as its description."""
 
-from transformer_pl.model_card import model_card
+from transformer_pl.model_card import MAX_CARD_CHARS, model_card
 
 
 def test_the_card_lists_each_figure_beside_its_baselines_and_the_lineage():
@@ -21,7 +21,11 @@ def test_the_card_lists_each_figure_beside_its_baselines_and_the_lineage():
         task="classify",
         profile="tiny",
         evaluation=evaluation,
-        lineage={"git.commit": "abc123", "dvc.data/processed/encoded": "d41d8.dir"},
+        lineage={
+            "git.commit": "abc123",
+            "dvc.data/processed/encoded": "d41d8.dir",
+            "dvc.transformer_pl/params.py": "0cc17",
+        },
     )
     assert card.startswith("# transformer-pl-imdb\n")
     assert "dataset `imdb` (profile `tiny`)" in card
@@ -30,6 +34,17 @@ def test_the_card_lists_each_figure_beside_its_baselines_and_the_lineage():
     assert "test_predict_seconds" not in card  # a timing without a baseline twin
     assert "| `git.commit` | `abc123` |" in card
     assert "| `dvc.data/processed/encoded` | `d41d8.dir` |" in card
+    assert "params.py" not in card  # the commit names the code
+
+
+def test_a_card_fits_the_registry_s_description_limit():
+    evaluation = {f"test_metric_{index}": 0.5 for index in range(400)}
+    evaluation |= {f"baseline_test_metric_{index}": 0.4 for index in range(400)}
+    card = model_card(
+        model_name="m", dataset="d", task="t", profile="p", evaluation=evaluation, lineage={}
+    )
+    assert len(card) == MAX_CARD_CHARS
+    assert card.endswith("(cut at 5000 characters, the registry's limit)\n")
 
 
 def test_a_card_without_figures_or_lineage_has_no_empty_sections():
